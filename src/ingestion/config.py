@@ -1,0 +1,442 @@
+"""Configuration: frozen pydantic models, loaded from YAML with environment overrides.
+
+Precedence, lowest first: model defaults < the YAML file < environment variables. The plain
+variables of the contract (``IBKR_HOST``, ``QUESTDB_HTTP_PORT``, ...) map to one key each; any
+key can also be set with a nested name such as ``INGESTION__IBKR__PORT=4001``.
+
+Every problem is reported as one line naming the key path, the bad value and what is expected,
+by :class:`ConfigError`; nothing here exits or logs, so the CLI decides what to do with it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_CONFIG_PATH = Path("config/config.yaml")
+CONFIG_PATH_VARIABLE = "INGESTION_CONFIG"
+NESTED_PREFIX = "INGESTION__"
+
+DataType = Literal["l1", "l2", "time_and_sales"]
+ALL_DATA_TYPES: tuple[DataType, ...] = ("l1", "l2", "time_and_sales")
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+DEFAULT_UNIVERSE = (
+    "SPY", "QQQ", "IWM", "DIA", "XLK", "XLF", "XLE", "XLV",
+    "XLY", "XLI", "XLP", "XLB", "XLRE", "XLU", "XLC",
+)  # fmt: skip
+DEFAULT_FRED_SERIES = ("VIXCLS", "DGS10", "DGS2", "T10Y2Y", "BAMLH0A0HYM2", "DFF", "CPIAUCSL", "UNRATE")
+
+# The plain environment variables of CONTRACTS.md and the key path each one sets.
+ENVIRONMENT_KEYS: Mapping[str, tuple[str, ...]] = {
+    "IBKR_HOST": ("ibkr", "host"),
+    "IBKR_PORT": ("ibkr", "port"),
+    "IBKR_CLIENT_ID": ("ibkr", "client_id"),
+    "QUESTDB_HOST": ("questdb", "host"),
+    "QUESTDB_HTTP_PORT": ("questdb", "http_port"),
+    "VALKEY_URL": ("valkey", "url"),
+    "FRED_API_KEY": ("fred", "api_key"),
+    "API_PORT": ("api", "port"),
+    "LOG_LEVEL": ("logging", "level"),
+    "LOG_FORMAT": ("logging", "format"),
+    "SPOOL_DIR": ("questdb", "spool", "dir"),
+}
+
+
+class _Section(BaseModel):
+    """Base of every config model: immutable, and unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class BackoffConfig(_Section):
+    """Capped exponential backoff with jitter, for reconnecting to the gateway."""
+
+    initial_seconds: PositiveSeconds = 1.0
+    max_seconds: PositiveSeconds = 10.0
+    multiplier: Annotated[float, Field(ge=1.0)] = 2.0
+    jitter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
+
+    @model_validator(mode="after")
+    def _initial_not_above_max(self) -> BackoffConfig:
+        if self.initial_seconds > self.max_seconds:
+            msg = f"initial_seconds ({self.initial_seconds}) must not exceed max_seconds ({self.max_seconds})"
+            raise ValueError(msg)
+        return self
+
+
+class IbkrConfig(_Section):
+    host: Annotated[str, Field(min_length=1)] = "host.docker.internal"
+    port: Port = 4002
+    client_id: Annotated[int, Field(ge=0, le=2_147_483_647)] = 10
+    readonly: bool = True
+    account: str = ""
+    connect_timeout_seconds: PositiveSeconds = 10.0
+    reconnect: BackoffConfig = BackoffConfig()
+    heartbeat_interval_seconds: PositiveSeconds = 5.0
+    heartbeat_timeout_seconds: PositiveSeconds = 5.0
+    market_data_type: Literal["live", "frozen", "delayed", "delayed_frozen"] = "live"
+
+
+class SymbolConfig(_Section):
+    """One instrument of the universe. In YAML a bare string ``SPY`` means STK/SMART/USD, all data."""
+
+    symbol: Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9 .\-]{0,19}$")]
+    sec_type: Literal["STK"] = "STK"
+    exchange: Annotated[str, Field(min_length=1)] = "SMART"
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    primary_exchange: str | None = None
+    data: Annotated[tuple[DataType, ...], Field(min_length=1)] = ALL_DATA_TYPES
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bare_symbol(cls, value: Any) -> Any:
+        return {"symbol": value} if isinstance(value, str) else value
+
+    @field_validator("symbol", mode="before")
+    @classmethod
+    def _upper_case(cls, value: Any) -> Any:
+        # IB symbols are upper case; "spy" in a hand-edited file means SPY, not a typo to reject.
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("data")
+    @classmethod
+    def _no_repeated_types(cls, value: tuple[DataType, ...]) -> tuple[DataType, ...]:
+        if len(set(value)) != len(value):
+            msg = f"data types repeat: {list(value)}"
+            raise ValueError(msg)
+        return value
+
+
+class LimitsConfig(_Section):
+    """IB's scarce lines, handed out in universe priority order (see ibkr/subscriptions.py)."""
+
+    max_depth_books: Annotated[int, Field(ge=0, le=100)] = 3
+    max_tick_by_tick: Annotated[int, Field(ge=0, le=100)] = 3
+    max_market_data_lines: Annotated[int, Field(ge=1, le=10_000)] = 100
+    depth_rows: Annotated[int, Field(ge=1, le=50)] = 10
+    smart_depth: bool = True
+
+
+class SpoolConfig(_Section):
+    dir: Path = Path("/var/lib/ingestion/spool")
+    max_bytes: Annotated[int, Field(ge=1 << 20)] = 2 << 30
+    segment_bytes: Annotated[int, Field(ge=1 << 16)] = 64 << 20
+    fsync: Literal["always", "interval", "never"] = "interval"
+    fsync_interval_seconds: PositiveSeconds = 1.0
+
+
+class QuestDBConfig(_Section):
+    host: Annotated[str, Field(min_length=1)] = "questdb"
+    http_port: Port = 9000
+    protocol: Literal["http", "tcp"] = "http"
+    ilp_tcp_port: Port = 9009
+    username: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    flush_interval_ms: Annotated[int, Field(ge=1, le=60_000)] = 100
+    flush_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    request_timeout_seconds: PositiveSeconds = 10.0
+    retry_interval_seconds: PositiveSeconds = 2.0
+    spool: SpoolConfig = SpoolConfig()
+
+
+class ValkeyConfig(_Section):
+    url: SecretStr = SecretStr("redis://valkey:6379/0")
+    ttl_seconds: Annotated[int, Field(ge=1)] = 300
+    conflation_ms: Annotated[int, Field(ge=1, le=60_000)] = 50
+    trades_stream_maxlen: Annotated[int, Field(ge=1)] = 1000
+    status_interval_seconds: PositiveSeconds = 5.0
+    status_ttl_seconds: Annotated[int, Field(ge=1)] = 15
+    socket_timeout_seconds: PositiveSeconds = 2.0
+
+    @model_validator(mode="after")
+    def _status_outlives_its_refresh(self) -> ValkeyConfig:
+        if self.status_ttl_seconds <= self.status_interval_seconds:
+            msg = "status_ttl_seconds must be longer than status_interval_seconds, or the status key flickers"
+            raise ValueError(msg)
+        return self
+
+
+class FredConfig(_Section):
+    api_key: SecretStr | None = None
+    series: tuple[Annotated[str, Field(pattern=r"^[A-Z0-9_]{1,40}$")], ...] = DEFAULT_FRED_SERIES
+    interval_seconds: Annotated[float, Field(ge=60)] = 3600.0
+    lookback_days: Annotated[int, Field(ge=0, le=3650)] = 30
+    base_url: Annotated[str, Field(pattern=r"^https?://")] = "https://api.stlouisfed.org/fred"
+    requests_per_minute: Annotated[int, Field(ge=1, le=120)] = 120
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_key_is_no_key(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+class ApiConfig(_Section):
+    host: str = "0.0.0.0"
+    port: Port = 8500
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return (
+            value.upper()
+            if value.lower() in {"debug", "info", "warning", "error", "critical"}
+            else value.lower()
+        )
+
+
+class AlertsConfig(_Section):
+    # Webhook URLs carry their token in the path (Slack, Discord), so they are secrets.
+    webhooks: tuple[SecretStr, ...] = ()
+    webhook_timeout_seconds: PositiveSeconds = 5.0
+    webhook_retries: Annotated[int, Field(ge=0, le=20)] = 5
+    stale_after_seconds: PositiveSeconds = 60.0
+
+
+class PipelineConfig(_Section):
+    queue_size: Annotated[int, Field(ge=100, le=10_000_000)] = 200_000
+
+
+class Settings(_Section):
+    """The whole configuration of one daemon."""
+
+    ibkr: IbkrConfig = IbkrConfig()
+    universe: Annotated[tuple[SymbolConfig, ...], Field(min_length=1)] = tuple(
+        SymbolConfig(symbol=s) for s in DEFAULT_UNIVERSE
+    )
+    limits: LimitsConfig = LimitsConfig()
+    questdb: QuestDBConfig = QuestDBConfig()
+    valkey: ValkeyConfig = ValkeyConfig()
+    fred: FredConfig = FredConfig()
+    api: ApiConfig = ApiConfig()
+    logging: LoggingConfig = LoggingConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+
+    @field_validator("universe")
+    @classmethod
+    def _symbols_unique(cls, value: tuple[SymbolConfig, ...]) -> tuple[SymbolConfig, ...]:
+        seen: set[str] = set()
+        repeated = [s.symbol for s in value if s.symbol in seen or seen.add(s.symbol)]
+        if repeated:
+            msg = f"symbols listed more than once: {', '.join(repeated)}"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(s.symbol for s in self.universe)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. ``problems`` holds one human line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load, merge and validate the configuration.
+
+    Args:
+        path: The YAML file. ``None`` means ``$INGESTION_CONFIG``, else ``config/config.yaml``.
+        environ: The environment to read overrides from (``os.environ`` when ``None``).
+
+    Returns:
+        The validated, frozen settings.
+
+    Raises:
+        ConfigError: With one line per problem, each naming the key path and the bad value.
+    """
+    env = os.environ if environ is None else environ
+    config_path = resolve_config_path(path, env)
+    data = _read_yaml(config_path)
+    sources: dict[tuple[str, ...], str] = {}
+    _apply_environment(data, env, sources)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, data, sources, config_path)) from exc
+
+
+def resolve_config_path(path: Path | None, environ: Mapping[str, str]) -> Path:
+    if path is not None:
+        return path
+    from_env = environ.get(CONFIG_PATH_VARIABLE, "").strip()
+    return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        msg = f"config file not found: {path} (pass --config PATH or set {CONFIG_PATH_VARIABLE})"
+        raise ConfigError([msg]) from exc
+    except OSError as exc:
+        raise ConfigError([f"config file {path} cannot be read: {exc.strerror}"]) from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: not valid YAML: {problem}"]) from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        msg = f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}"
+        raise ConfigError([msg])
+    return loaded
+
+
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str], sources: dict) -> None:
+    for name, key_path in ENVIRONMENT_KEYS.items():
+        if name in environ:
+            _set_path(data, key_path, environ[name])
+            sources[key_path] = name
+    problems = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(NESTED_PREFIX):
+            continue
+        key_path = tuple(part.lower() for part in name[len(NESTED_PREFIX) :].split("__"))
+        if not all(key_path):
+            problems.append(f"{name}: malformed override name (expected {NESTED_PREFIX}SECTION__KEY)")
+            continue
+        _set_path(data, key_path, _parse_override(raw))
+        sources[key_path] = name
+    if problems:
+        raise ConfigError(problems)
+
+
+def _parse_override(raw: str) -> Any:
+    # Lists and mappings are written in YAML flow style; scalars stay strings, which pydantic
+    # converts to the field's type ("4001" -> 4001) without turning "0123" into a number first.
+    if raw.lstrip().startswith(("[", "{")):
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError:
+            return raw
+    return raw
+
+
+def _set_path(data: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
+    node = data
+    for key in key_path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[key_path[-1]] = value
+
+
+def _describe(exc: ValidationError, data: dict, sources: dict, path: Path) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = _location(error["loc"])
+        key_path = tuple(str(p) for p in error["loc"] if not isinstance(p, int))
+        origin = f" (from {sources[key_path]})" if key_path in sources else f" (in {path})"
+        if error["type"] == "extra_forbidden":
+            hint = _did_you_mean(error["loc"], data)
+            lines.append(f"{loc}: unknown key{origin}{hint}")
+            continue
+        value = _shown_value(error)
+        expected = _expected(error)
+        lines.append(f"{loc}: {value} is invalid{origin}: {expected}")
+    return lines
+
+
+def _location(loc: tuple) -> str:
+    """``('universe', 2, 'symbol')`` -> ``universe[2].symbol``."""
+    text = ""
+    for item in loc:
+        text += f"[{item}]" if isinstance(item, int) else f"{'.' if text else ''}{item}"
+    return text or "(top level)"
+
+
+def _shown_value(error: Mapping[str, Any]) -> str:
+    if error["type"] == "missing":
+        return "(missing)"
+    value = error.get("input")
+    key = str(error["loc"][-1]) if error["loc"] else ""
+    if any(word in key for word in ("key", "password", "token", "url", "webhook")):
+        return "'********'"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _expected(error: Mapping[str, Any]) -> str:
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _did_you_mean(loc: tuple, data: dict) -> str:
+    model: type[BaseModel] | None = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if model is None and str(part) == "universe":
+            model = SymbolConfig
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    known = ", ".join(model.model_fields)
+    return f"; did you mean '{close[0]}'?" if close else f"; known keys: {known}"
+
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:@/]*):(?P<password>[^@/]+)@", re.I)
+
+
+def mask_url(url: str) -> str:
+    """Hide the password in a URL such as ``redis://:secret@host:6379/0``.
+
+    >>> mask_url("redis://user:secret@valkey:6379/0")
+    'redis://user:********@valkey:6379/0'
+    """
+    return _URL_PASSWORD.sub(r"\g<scheme>\g<user>:********@", url)
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, every secret replaced by a mask.
+
+    The Valkey URL is shown with only its password masked, since host and port are what an
+    operator needs to check; webhook URLs and keys are masked whole.
+    """
+    data = settings.model_dump(mode="json")
+    data["valkey"]["url"] = mask_url(settings.valkey.url.get_secret_value())
+    data["universe"] = [_compact_symbol(s) for s in settings.universe]
+    return data
+
+
+def _compact_symbol(symbol: SymbolConfig) -> Any:
+    dumped = symbol.model_dump(mode="json", exclude_defaults=True)
+    return dumped["symbol"] if list(dumped) == ["symbol"] else dumped

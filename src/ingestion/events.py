@@ -1,0 +1,120 @@
+"""Normalised events: what flows from the IB client through the bounded queue to the sinks.
+
+Each market event carries the symbol and a receive timestamp in UTC nanoseconds that is strictly
+increasing within the process (see :class:`ReceiveClock`), so it is unique per row and can serve
+as QuestDB's designated timestamp and DEDUP key. Absent values are ``None``: no NaN and no IB
+sentinel (``UNSET_DOUBLE``, ``-1`` sizes) gets past the normaliser.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+Side = Literal["bid", "ask"]
+DepthOperation = Literal["insert", "update", "delete"]
+TradeSource = Literal["tick_by_tick", "rtvolume"]
+
+
+@dataclass(slots=True, frozen=True)
+class Quote:
+    """The full top of book after one Level 1 update (one row of ``market_data_l1``)."""
+
+    symbol: str
+    timestamp_ns: int
+    bid: float | None
+    ask: float | None
+    last: float | None
+    bid_size: float | None
+    ask_size: float | None
+    last_size: float | None
+    volume: float | None
+    high: float | None
+    low: float | None
+    close: float | None
+    open: float | None
+
+
+@dataclass(slots=True, frozen=True)
+class DepthUpdate:
+    """One IB market depth message (one row of ``market_data_l2``)."""
+
+    symbol: str
+    timestamp_ns: int
+    side: Side
+    position: int
+    operation: DepthOperation
+    price: float | None
+    size: float | None
+    market_maker: str | None
+    is_smart_depth: bool
+
+
+@dataclass(slots=True, frozen=True)
+class Trade:
+    """One IB trade message, tick-by-tick or RTVolume (one row of ``time_and_sales``)."""
+
+    symbol: str
+    timestamp_ns: int
+    exchange_time_ns: int | None
+    price: float
+    size: float | None
+    exchange: str | None
+    conditions: str | None
+    past_limit: bool
+    unreported: bool
+    source: TradeSource
+
+
+@dataclass(slots=True, frozen=True)
+class EconomicObservation:
+    """One FRED observation (one row of ``economic_data``); the timestamp is the observation date."""
+
+    series_id: str
+    timestamp_ns: int
+    value: float
+
+
+@dataclass(slots=True, frozen=True)
+class IngestionEvent:
+    """A state change worth recording and, when ``alert`` is set, telling the operator about.
+
+    One row of ``ingestion_events``; alerts also go to the log at ALERT level, to the Valkey
+    channel ``ingestion:events`` and to the configured webhooks.
+    """
+
+    timestamp_ns: int
+    event: str
+    detail: str
+    code: int | None = None
+    alert: bool = False
+
+
+MarketEvent = Quote | DepthUpdate | Trade
+Event = Quote | DepthUpdate | Trade | EconomicObservation | IngestionEvent
+
+
+class ReceiveClock:
+    """Wall-clock nanoseconds that never repeat and never go backwards within one process.
+
+    Two events received in the same nanosecond, or after the wall clock stepped back, get the
+    previous value plus one, so ``(timestamp, symbol)`` stays unique for DEDUP.
+
+    >>> clock = ReceiveClock(source=lambda: 1_000)
+    >>> clock.now_ns(), clock.now_ns()
+    (1000, 1001)
+    """
+
+    __slots__ = ("_last", "_source")
+
+    def __init__(self, source=time.time_ns) -> None:
+        self._source = source
+        self._last = 0
+
+    def now_ns(self) -> int:
+        now = self._source()
+        if now <= self._last:
+            now = self._last + 1
+        self._last = now
+        return now

@@ -1,0 +1,109 @@
+"""Fixtures shared by every test: a real Valkey-protocol server process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+VALKEY_URL_VARIABLE = "INGESTION_TEST_VALKEY_URL"
+INSTALL_HINT = (
+    "No Valkey-protocol server found: tests need a real `valkey-server` or `redis-server` binary. "
+    "Install one (Debian/Ubuntu: `apt-get install redis-server` or `apt-get install valkey-server`; "
+    "macOS: `brew install valkey`), or point INGESTION_TEST_VALKEY_URL at a running server."
+)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ValkeyServer:
+    """A throwaway server process with persistence off; ``stop``/``start`` simulate an outage."""
+
+    def __init__(self, binary: str, port: int, workdir: Path) -> None:
+        self.binary = binary
+        self.port = port
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no",
+        ]  # fmt: skip
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        msg = f"{self.binary} did not answer PING on port {self.port} within 10 s"
+        raise RuntimeError(msg)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+
+def _server_binary() -> str | None:
+    return shutil.which("valkey-server") or shutil.which("redis-server")
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[ValkeyServer]:
+    """A real Valkey (or Redis) server for the whole run; fails loudly rather than skipping."""
+    binary = _server_binary()
+    if binary is None:
+        if os.environ.get(VALKEY_URL_VARIABLE):
+            pytest.fail("valkey_server needs a local binary it can stop; use valkey_url instead")
+        pytest.fail(INSTALL_HINT)
+    with tempfile.TemporaryDirectory(prefix="ingestion-valkey-") as workdir:
+        server = ValkeyServer(binary, free_port(), Path(workdir))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def restartable_valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
+    """A server of the test's own, so the test may stop and restart it."""
+    binary = _server_binary()
+    if binary is None:
+        pytest.fail(INSTALL_HINT)
+    server = ValkeyServer(binary, free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey_url(request: pytest.FixtureRequest) -> str:
+    """URL of a real server: $INGESTION_TEST_VALKEY_URL, else the session's own process."""
+    configured = os.environ.get(VALKEY_URL_VARIABLE)
+    if configured:
+        return configured
+    if _server_binary() is None:
+        pytest.fail(INSTALL_HINT)
+    return request.getfixturevalue("valkey_server").url
