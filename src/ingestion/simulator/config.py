@@ -1,0 +1,80 @@
+"""Every option of the gateway simulator, in one frozen object handed to each component."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ingestion.simulator.contracts import DEFAULT_UNIVERSE, ContractSpec
+
+# 2025-01-02 14:30:00 UTC, i.e. the 09:30 ET open: the simulated clock starts here so that tick
+# content never depends on the wall clock (two runs with the same seed are byte-identical).
+DEFAULT_START_EPOCH_MS = 1_735_828_200_000
+
+# A realistic total message rate for a handful of subscriptions on a real gateway.
+DEFAULT_RATE = 2_000.0
+
+# The highest version this simulator speaks; at 201 and above IB switches to protobuf bodies.
+MAX_SERVER_VERSION = 178
+# ib_async and ib_insync refuse anything below 157, IB's own 9.81 client asks for 100..157.
+MIN_SERVER_VERSION = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """Options of one simulator instance.
+
+    Args:
+        host: interface for both listeners.
+        port: TWS API port; 0 picks a free one (read it back from ``Simulator.port``).
+        control_port: HTTP control API port; 0 picks a free one, ``None`` disables the control API.
+        rate: total streaming messages per second over all subscriptions of all clients;
+            0 means unthrottled (as fast as the sockets drain).
+        seed: seed of the market model; same seed and same requests give byte-identical streams.
+        max_depth_books: market depth subscriptions per client before error 309.
+        max_tick_by_tick: tick-by-tick subscriptions per client before error 10190.
+        max_market_data_lines: streaming reqMktData per client before error 101.
+        pacing_limit: requests per second per client before error 100; ``None`` disables pacing.
+        accounts: managed accounts reported to every client.
+        next_valid_id: first order id reported after startApi (fixed for determinism).
+        server_version: highest API version negotiated (the answer is min(this, client max)).
+        depth_rows: rows per side of every depth book.
+        start_epoch_ms: start of the simulated clock used in tick content.
+        max_frame_size: largest client frame accepted; bigger ones close that client.
+        universe: the contracts the simulator knows.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 4002
+    control_port: int | None = 4080
+    rate: float = DEFAULT_RATE
+    seed: int = 1
+    max_depth_books: int = 3
+    max_tick_by_tick: int = 3
+    max_market_data_lines: int = 100
+    pacing_limit: int | None = None
+    accounts: tuple[str, ...] = ("DU1234567",)
+    next_valid_id: int = 1
+    server_version: int = MAX_SERVER_VERSION
+    depth_rows: int = 10
+    start_epoch_ms: int = DEFAULT_START_EPOCH_MS
+    max_frame_size: int = 0xFFFFFF
+    universe: tuple[ContractSpec, ...] = field(default=DEFAULT_UNIVERSE)
+
+    def __post_init__(self) -> None:
+        if self.rate < 0:
+            msg = f"rate must be >= 0 (0 = unthrottled), got {self.rate}"
+            raise ValueError(msg)
+        if not MIN_SERVER_VERSION <= self.server_version <= MAX_SERVER_VERSION:
+            msg = f"server_version must be in {MIN_SERVER_VERSION}..{MAX_SERVER_VERSION}"
+            raise ValueError(msg)
+        if not self.accounts or not all(self.accounts):
+            # ib_async never becomes ready with an empty managedAccounts list.
+            msg = "accounts must name at least one account"
+            raise ValueError(msg)
+        if not 1 <= self.depth_rows <= 10:
+            msg = f"depth_rows must be in 1..10, got {self.depth_rows}"
+            raise ValueError(msg)
+        for name in ("max_depth_books", "max_tick_by_tick", "max_market_data_lines"):
+            if getattr(self, name) < 0:
+                msg = f"{name} must be >= 0"
+                raise ValueError(msg)

@@ -1,0 +1,146 @@
+"""The simulator's control API: a small HTTP/1.1 server in the simulator's own event loop.
+
+A hand-written handler rather than uvicorn: uvicorn.Server installs signal handlers and would fight
+the CLI's own, and these few endpoints need nothing but a request line and a JSON answer.
+
+Endpoints (query parameters, JSON answers, one request per connection):
+
+    GET  /stats                       connections and exact counts of messages sent
+    POST /stats/reset                 zero the counters
+    POST /disconnect                  close every client socket now
+    POST /restart?down=<seconds>      close every client and the listener; listen again after `down`
+    POST /error?code=<n>              send IB system message n to every client (1100, 1101, 1102, 2103...)
+    POST /silence?seconds=<n>         send nothing and answer nothing for n seconds, sockets stay open
+    POST /rate?value=<msgs per s>     total streaming rate; 0 = unthrottled
+    POST /burst?messages=<n>          n extra streaming messages as fast as clients drain (also when paused)
+    POST /pause, POST /resume         stop / restart rate-driven streaming
+    POST /depth-reset                 error 317 and a rebuilt book on every depth subscription
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Final
+from urllib.parse import parse_qs, urlsplit
+
+from ingestion.simulator.server import Simulator
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_HEAD: Final = 16 * 1024
+REQUEST_TIMEOUT: Final = 10.0
+
+_REASONS: Final = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+class BadRequestError(Exception):
+    """A control request with a missing or invalid parameter."""
+
+
+def _number(query: dict[str, list[str]], name: str, kind: Callable[[str], float | int]) -> float | int:
+    try:
+        return kind(query[name][0])
+    except (KeyError, IndexError) as exc:
+        msg = f"missing query parameter {name!r}"
+        raise BadRequestError(msg) from exc
+    except ValueError as exc:
+        msg = f"query parameter {name!r} is not a number"
+        raise BadRequestError(msg) from exc
+
+
+class ControlServer:
+    """Serves the control endpoints for one ``Simulator``."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.port: int | None = None
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port`` (0 picks a port, read back from ``port``)."""
+        self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("simulator control API on http://%s:%d", host, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening and cancel requests in flight."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                status, body = await self._serve_one(reader)
+            payload = json.dumps(body).encode()
+            head = (
+                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + payload)
+            await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            log.info("control request failed: %r", exc)
+        finally:
+            writer.close()
+            if task is not None:
+                self._handlers.discard(task)
+
+    async def _serve_one(self, reader: asyncio.StreamReader) -> tuple[int, object]:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if len(head) > MAX_REQUEST_HEAD:
+            return 400, {"error": "request head too large"}
+        lines = head.decode("latin-1").split("\r\n")
+        try:
+            method, target, _ = lines[0].split(" ", 2)
+        except ValueError:
+            return 400, {"error": "bad request line"}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length" and value.strip().isdigit():
+                await reader.readexactly(int(value.strip()))  # bodies are ignored but must be read
+        url = urlsplit(target)
+        try:
+            return await self._route(method, url.path.rstrip("/") or "/", parse_qs(url.query))
+        except (BadRequestError, ValueError) as exc:
+            return 400, {"error": str(exc)}
+
+    async def _route(self, method: str, path: str, query: dict[str, list[str]]) -> tuple[int, object]:
+        sim = self.sim
+        if path == "/stats":
+            if method != "GET":
+                return 405, {"error": "use GET"}
+            return 200, sim.snapshot_stats()
+        posts: dict[str, Callable[[], object]] = {
+            "/stats/reset": sim.reset_stats,
+            "/disconnect": sim.disconnect_all,
+            "/error": lambda: {"sent": sim.send_system_message(int(_number(query, "code", int)))},
+            "/silence": lambda: sim.silence(float(_number(query, "seconds", float))),
+            "/rate": lambda: sim.set_rate(float(_number(query, "value", float))),
+            "/burst": lambda: sim.burst(int(_number(query, "messages", int))),
+            "/pause": sim.pause,
+            "/resume": sim.resume,
+            "/depth-reset": sim.reset_depth,
+        }
+        if path == "/restart":
+            if method != "POST":
+                return 405, {"error": "use POST"}
+            await sim.restart(float(_number(query, "down", float)))
+            return 200, {"ok": True}
+        action = posts.get(path)
+        if action is None:
+            return 404, {"error": f"no endpoint {path}"}
+        if method != "POST":
+            return 405, {"error": "use POST"}
+        result = action()
+        return 200, result if isinstance(result, dict) else {"ok": True}

@@ -1,0 +1,327 @@
+"""The simulator's lifecycle: API listener, clients, the rate scheduler, faults and stats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+from ingestion.simulator import stats as stats_mod
+from ingestion.simulator.config import SimulatorConfig
+from ingestion.simulator.contracts import Universe
+from ingestion.simulator.market import DepthSnapshot
+from ingestion.simulator.protocol import SYSTEM_MESSAGE_CODES, ErrorCode
+from ingestion.simulator.session import Session
+
+log = logging.getLogger(__name__)
+
+# The throttled scheduler wakes this often; the rate budget accrues in between.
+TICK_SECONDS: Final = 0.002
+# Never make up for more than this much lost time at once (a stalled loop must not cause a flood).
+MAX_CATCH_UP_SECONDS: Final = 0.05
+# Messages per client per loop turn when unthrottled or bursting: big enough to amortise the write,
+# small enough that other connections and the control API still get turns.
+CHUNK: Final = 4096
+
+
+class Simulator:
+    """A running IB Gateway simulator; create it with ``running_simulator(config)``.
+
+    Every fault the control API offers is a method here too, for in-process tests.
+    """
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.universe = Universe(config.universe)
+        self.stats = stats_mod.Stats()
+        self.rate = config.rate
+        self.paused = False
+        self.connectivity_lost = False
+        self.silenced = False
+        self.port = config.port
+        self.control_port: int | None = None
+        self._sessions: set[Session] = set()
+        self._clients: dict[int, Session] = {}
+        self._listener: asyncio.Server | None = None
+        self._burst = 0
+        self._credit = 0.0
+        self._last_tick = 0.0
+        self._scheduler: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._silence_handle: asyncio.TimerHandle | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Bind the API listener (port 0 picks one, read back into ``port``) and start streaming."""
+        await self._listen()
+        self._last_tick = asyncio.get_running_loop().time()
+        self._scheduler = asyncio.create_task(self._run_scheduler(), name="simulator-scheduler")
+        log.info("IB Gateway simulator listening on %s:%d", self.config.host, self.port)
+
+    async def stop(self) -> None:
+        """Stop accepting, close every client, then stop the scheduler and pending fault timers."""
+        await self._close_listener()
+        self.disconnect_all()
+        if self._silence_handle is not None:
+            self._silence_handle.cancel()
+        tasks = [t for t in (self._scheduler, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # Let the transports run their close callbacks before the loop may go away.
+        await asyncio.sleep(0)
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(
+            lambda: Session(self), self.config.host, self.port, reuse_address=True
+        )
+        self.port = self._listener.sockets[0].getsockname()[1]
+
+    async def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+            await listener.wait_closed()
+
+    # --------------------------------------------------------- sessions (callbacks)
+
+    def session_opened(self, session: Session) -> None:
+        self._sessions.add(session)
+
+    def session_closed(self, session: Session) -> None:
+        self._sessions.discard(session)
+        if session.client_id is not None and self._clients.get(session.client_id) is session:
+            del self._clients[session.client_id]
+
+    def claim_client_id(self, client_id: int, session: Session) -> bool:
+        """Register ``client_id`` for ``session``; False if another live connection holds it."""
+        if client_id in self._clients:
+            return False
+        self._clients[client_id] = session
+        self._wake.set()
+        return True
+
+    @property
+    def connections(self) -> int:
+        """Open API sockets, handshaken or not."""
+        return len(self._sessions)
+
+    # ---------------------------------------------------------------- scheduler
+
+    async def _run_scheduler(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            elapsed = min(now - self._last_tick, MAX_CATCH_UP_SECONDS)
+            self._last_tick = now
+            busy = False
+            if not self.silenced and not self.connectivity_lost:
+                busy = self._stream_turn(elapsed)
+            if busy:
+                # Unthrottled or bursting: yield one loop turn so sockets and other tasks run.
+                await asyncio.sleep(0)
+            else:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+
+    def _stream_turn(self, elapsed: float) -> bool:
+        """Generate one turn of streaming messages; True if more work is waiting right now."""
+        active = [s for s in self._sessions if s.streams and not s.writing_paused]
+        if not active:
+            self._credit = 0.0
+            return False
+        more = False
+        if self._burst > 0:
+            share = min(CHUNK, max(1, self._burst // len(active)))
+            for session in active:
+                self._burst -= session.generate(min(share, max(self._burst, 0)))
+                if self._burst <= 0:
+                    break
+            self._burst = max(self._burst, 0)
+            more = self._burst > 0
+        elif not self.paused and self.rate == 0:
+            for session in active:
+                session.generate(CHUNK)
+            more = True
+        elif not self.paused:
+            total_streams = sum(len(s.streams) for s in active)
+            budget = self.rate * elapsed
+            for session in active:
+                session.credit = min(
+                    session.credit + budget * len(session.streams) / total_streams, self.rate
+                )
+                if session.credit >= 1:
+                    session.credit -= session.generate(int(session.credit))
+        for session in active:
+            session.flush()
+        return more
+
+    # ------------------------------------------------------------------- faults
+
+    def set_rate(self, rate: float) -> None:
+        """Total streaming messages per second; 0 means unthrottled."""
+        if rate < 0:
+            msg = f"rate must be >= 0, got {rate}"
+            raise ValueError(msg)
+        self.rate = rate
+        self._wake.set()
+
+    def burst(self, messages: int) -> None:
+        """Send ``messages`` extra streaming messages as fast as clients drain, on top of the rate.
+
+        Works while paused, which gives tests an exact number of updates.
+        """
+        if messages < 0:
+            msg = f"messages must be >= 0, got {messages}"
+            raise ValueError(msg)
+        self._burst += messages
+        self._wake.set()
+
+    def pause(self) -> None:
+        """Stop rate-driven streaming (requests are still answered, bursts still go out)."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """Undo ``pause``."""
+        self.paused = False
+        self._wake.set()
+
+    @property
+    def burst_pending(self) -> int:
+        """Burst messages not generated yet."""
+        return self._burst
+
+    def disconnect_all(self) -> None:
+        """Close every client socket now (what clients see when the gateway drops them)."""
+        for session in list(self._sessions):
+            session.close()
+
+    async def restart(self, down: float) -> None:
+        """Close every client and the listener, stay down ``down`` seconds, then listen again."""
+        if down < 0:
+            msg = f"down must be >= 0, got {down}"
+            raise ValueError(msg)
+        await self._close_listener()
+        self.disconnect_all()
+        self.connectivity_lost = False
+        log.info("simulated gateway restart: down for %.1f s", down)
+        task = asyncio.create_task(self._come_back(down), name="simulator-restart")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _come_back(self, down: float) -> None:
+        await asyncio.sleep(down)
+        await self._listen()
+        log.info("simulated gateway back on port %d", self.port)
+
+    def send_system_message(self, code: int) -> int:
+        """Send IB system message ``code`` to every client, with IB's side effects.
+
+        1100 pauses market data until 1101 or 1102; 1101 also drops every subscription; 10197 goes
+        out once per market data subscription. Returns how many messages were sent.
+        """
+        if code not in SYSTEM_MESSAGE_CODES:
+            msg = f"code {code} is not a system message (one of {sorted(SYSTEM_MESSAGE_CODES)})"
+            raise ValueError(msg)
+        if code == ErrorCode.CONNECTIVITY_LOST:
+            self.connectivity_lost = True
+        elif code in (ErrorCode.RESTORED_DATA_LOST, ErrorCode.RESTORED_DATA_MAINTAINED):
+            self.connectivity_lost = False
+            self._wake.set()
+        sent = 0
+        for session in self._ready_sessions():
+            if code == ErrorCode.RESTORED_DATA_LOST:
+                session.drop_subscriptions()
+            if code == ErrorCode.COMPETING_LIVE_SESSION:
+                for req_id in session.market_data_req_ids() or [-1]:
+                    session.send_error(req_id, code)
+                    sent += 1
+            else:
+                session.send_error(-1, code)
+                sent += 1
+            session.flush()
+        return sent
+
+    def reset_depth(self) -> None:
+        """Error 317 and a rebuilt book on every depth subscription."""
+        for session in self._ready_sessions():
+            session.reset_depth_books()
+            session.flush()
+
+    def silence(self, seconds: float) -> None:
+        """Keep sockets open but send nothing and answer nothing for ``seconds``."""
+        if seconds < 0:
+            msg = f"seconds must be >= 0, got {seconds}"
+            raise ValueError(msg)
+        self.silenced = True
+        if self._silence_handle is not None:
+            self._silence_handle.cancel()
+        self._silence_handle = asyncio.get_running_loop().call_later(seconds, self._end_silence)
+
+    def _end_silence(self) -> None:
+        self.silenced = False
+        self._silence_handle = None
+        for session in list(self._sessions):
+            session.resume_held_input()
+        self._wake.set()
+
+    # -------------------------------------------------------------- inspection
+
+    def _ready_sessions(self) -> list[Session]:
+        return [s for s in self._clients.values() if s.transport is not None]
+
+    def snapshot_stats(self) -> dict[str, object]:
+        """The GET /stats body."""
+        return {
+            "connections": self.connections,
+            "clients": sorted(self._clients),
+            "rate": self.rate,
+            "paused": self.paused,
+            "silenced": self.silenced,
+            "connectivity_lost": self.connectivity_lost,
+            "listening": self._listener is not None,
+            "burst_pending": self._burst,
+            "sent": self.stats.snapshot(),
+        }
+
+    def reset_stats(self) -> None:
+        """Zero every message counter."""
+        self.stats.reset()
+
+    def depth_book(self, client_id: int, req_id: int) -> DepthSnapshot:
+        """The simulator's own book behind a client's reqMktDepth (what the client must hold)."""
+        session = self._clients.get(client_id)
+        stream = session.depth_stream(req_id) if session is not None else None
+        if stream is None:
+            msg = f"no depth subscription {req_id} for client id {client_id}"
+            raise KeyError(msg)
+        return stream.snapshot()
+
+
+@contextlib.asynccontextmanager
+async def running_simulator(config: SimulatorConfig | None = None) -> AsyncIterator[Simulator]:
+    """Run a simulator (and its control API unless ``control_port`` is None) for the block's duration.
+
+    Ports may be 0; the bound ones are ``sim.port`` and ``sim.control_port``.
+    """
+    from ingestion.simulator.control import ControlServer
+
+    sim = Simulator(config or SimulatorConfig())
+    await sim.start()
+    control: ControlServer | None = None
+    try:
+        if sim.config.control_port is not None:
+            control = ControlServer(sim)
+            await control.start(sim.config.host, sim.config.control_port)
+            sim.control_port = control.port
+        yield sim
+    finally:
+        if control is not None:
+            await control.stop()
+        await sim.stop()
