@@ -406,3 +406,33 @@ class TestRun:
         with pytest.raises(asyncio.CancelledError):
             await running
         assert running.cancelled()
+
+
+class TestEdgeCases:
+    async def test_a_window_of_only_missing_values_stores_nothing_and_keeps_the_mark(
+        self, fake_fred: FakeFred, tmp_path: Path
+    ) -> None:
+        """When FRED has only '.' since the mark, nothing is stored, the mark stays, and the poll is ok."""
+        poller = _poller(fake_fred, tmp_path, ListSink(), series=("DGS10",), lookback_days=0)
+        await poller.poll_once()
+        fake_fred.series["DGS10"].observations = [("2026-02-27", ".")]
+        sink = ListSink()
+        again = _poller(fake_fred, tmp_path, sink, series=("DGS10",), lookback_days=0)
+        await again.poll_once()
+
+        assert sink.events == []
+        assert again.status()["state"] == "ok"
+        assert again.status()["series"]["DGS10"]["newest_observation"] == "2026-02-26"
+
+    async def test_a_corrupt_state_file_means_refetching_history(
+        self, fake_fred: FakeFred, tmp_path: Path
+    ) -> None:
+        """An unreadable state file is logged and the poller starts over (DEDUP makes that harmless)."""
+        (tmp_path / "fred-state.json").write_text("{not json")
+        with capture_logs() as logs:
+            poller = _poller(fake_fred, tmp_path, ListSink(), series=("UNRATE",))
+            await poller.poll_once()
+
+        assert any("FRED state file unreadable" in entry["event"] for entry in logs)
+        assert "observation_start" not in fake_fred.observation_requests("UNRATE")[0].params
+        assert poller.status()["series"]["UNRATE"]["newest_observation"] == "2026-01-01"

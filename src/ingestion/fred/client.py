@@ -109,6 +109,12 @@ class Observation:
     value: float
 
 
+# The override below must replace the method fredapi really calls; fail at import, not by
+# silently losing the timeout, if a fredapi release renames it.
+if not hasattr(Fred, "_Fred__fetch_data"):
+    raise ImportError("fredapi.Fred no longer has __fetch_data: ingestion.fred.client needs updating")
+
+
 class _FredApi(Fred):
     """fredapi with ``root_url`` from the config and a fetch that keeps the status and has a timeout."""
 
