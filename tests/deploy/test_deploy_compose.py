@@ -8,13 +8,20 @@ from urllib.parse import urlsplit
 import pytest
 from deploy_files import (
     INGESTION_SERVICE,
+    REPO,
     daemon_reads,
     load_compose,
     published_ports,
     service_environment,
 )
 
-from ingestion.config import CONFIG_PATH_VARIABLE, ENVIRONMENT_KEYS, IbkrConfig, SpoolConfig
+from ingestion.config import (
+    CONFIG_PATH_VARIABLE,
+    ENVIRONMENT_KEYS,
+    IbkrConfig,
+    SpoolConfig,
+    load_settings,
+)
 
 CORE_SERVICES = ("questdb", "valkey", INGESTION_SERVICE)
 SIM_SERVICE = "ib-gateway-sim"
@@ -182,6 +189,14 @@ class TestDaemonEnvironment:
         """Names come from ENVIRONMENT_KEYS, INGESTION_CONFIG, INGESTION__* or PYTHONUNBUFFERED."""
         unread = [name for name in service_environment(ingestion) if not daemon_reads(name)]
         assert unread == []
+
+    def test_the_daemon_accepts_the_environment_compose_gives_it(self, ingestion: dict[str, Any]) -> None:
+        """The repository's config/config.yaml plus compose's variables validate (no ConfigError)."""
+        environment = service_environment(ingestion)
+        settings = load_settings(REPO / "config" / "config.yaml", environment)
+        assert settings.questdb.host == environment["QUESTDB_HOST"]
+        assert str(settings.questdb.spool.dir) == environment["SPOOL_DIR"]
+        assert settings.logging.format == "json"
 
     def test_compose_sets_every_contract_variable(self, ingestion: dict[str, Any]) -> None:
         """CONTRACTS.md: the environment overrides the config file, and compose sets these."""
