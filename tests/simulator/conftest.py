@@ -1,0 +1,50 @@
+"""Fixtures: an in-process simulator on free ports, its control API, and a raw wire client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from ingestion.simulator.config import SimulatorConfig
+from ingestion.simulator.server import Simulator, running_simulator
+
+BASE_CONFIG = SimulatorConfig(port=0, control_port=0, rate=20_000.0)
+
+SimFactory = Callable[..., AbstractAsyncContextManager[Simulator]]
+
+
+@pytest.fixture
+def sim_factory() -> SimFactory:
+    """``async with sim_factory(rate=..., ...) as sim``: a simulator with overridden options."""
+
+    def make(**overrides: object) -> AbstractAsyncContextManager[Simulator]:
+        return running_simulator(replace(BASE_CONFIG, **overrides))  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    """A simulator with default limits, streaming 20,000 messages/s."""
+    async with running_simulator(BASE_CONFIG) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def control(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the simulator's control API."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sim.control_port}", timeout=5) as client:
+        yield client
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``predicate`` every 10 ms until true; fail the test after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        # Polling, not an Event: the state lives in client libraries that offer no hook for it.
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
