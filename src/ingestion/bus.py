@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import structlog
-
 from ingestion.events import IngestionEvent, ReceiveClock
+from ingestion.logging import get_logger
 
 Handler = Callable[[IngestionEvent], None]
 
-log = structlog.get_logger("ingestion.bus")
+log = get_logger("bus")
 
 
 class EventBus:
