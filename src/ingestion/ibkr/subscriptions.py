@@ -1,0 +1,353 @@
+"""Which streams we hold with IB, in what state, and how to request them again.
+
+One :class:`Subscription` per symbol and data type (``l1``, ``l2``, ``time_and_sales``). The
+registry plans IB's scarce lines (depth books, tick-by-tick streams) in universe priority order,
+requests everything after each (re)connect, routes IB's error replies by request id to the entry
+they concern, and is what ``/subscriptions`` and the ``subscriptions`` field of ``/health`` read.
+
+A rejected subscription is not retried on the same connection: only a reconnect (which replays
+the whole plan) or a restart with another configuration asks again, so IB never sees a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ib_async import IB, Stock, Ticker
+
+from ingestion.bus import EventBus
+from ingestion.config import DataType, Settings, SymbolConfig
+from ingestion.ibkr import codes
+from ingestion.logging import get_logger
+from ingestion.metrics import Metrics
+
+State = Literal[
+    "pending", "active", "delayed", "skipped_limit", "rejected_limit", "invalid_symbol", "not_entitled"
+]  # fmt: skip
+STATES: tuple[State, ...] = (
+    "active", "delayed", "pending", "skipped_limit", "rejected_limit", "invalid_symbol", "not_entitled",
+)  # fmt: skip
+LIVE_STATES = frozenset({"active", "delayed"})
+TradeSource = Literal["tick_by_tick", "rtvolume"]
+
+MARKET_DATA_TYPES = {"live": 1, "frozen": 2, "delayed": 3, "delayed_frozen": 4}
+RTVOLUME_GENERIC_TICK = "233"
+TICK_BY_TICK_TYPE = "AllLast"
+# ib_async keys its request ids per stream kind (wrapper.ticker2ReqId).
+_STREAM_KEY = {"l1": "mktData", "l2": "mktDepth", "tick_by_tick": TICK_BY_TICK_TYPE}
+
+log = get_logger("subscriptions")
+
+
+@dataclass(slots=True)
+class Subscription:
+    """One symbol and data type, its state, and what has arrived on it."""
+
+    symbol: str
+    data_type: DataType
+    state: State = "pending"
+    source: TradeSource | None = None
+    error_code: int | None = None
+    error_text: str | None = None
+    last_tick_ns: int | None = None
+    count: int = 0
+
+    def tick(self, timestamp_ns: int) -> None:
+        """Count one event. Data arriving is the proof a pending stream is live."""
+        self.count += 1
+        self.last_tick_ns = timestamp_ns
+        if self.state == "pending":
+            self.state = "active"
+
+    def reject(self, state: State, code: int, text: str) -> None:
+        self.state = state
+        self.error_code = code
+        self.error_text = text
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "symbol": self.symbol,
+            "data_type": self.data_type,
+            "state": self.state,
+            "error_code": self.error_code,
+            "error_text": self.error_text,
+            "last_tick_at": _iso_ns(self.last_tick_ns),
+            "count": self.count,
+        }
+        if self.data_type == "time_and_sales":
+            data["source"] = self.source
+        return data
+
+
+@dataclass(slots=True)
+class SymbolStreams:
+    """Everything the normaliser needs for one symbol, found with one dict lookup per ticker."""
+
+    config: SymbolConfig
+    l1: Subscription | None
+    l2: Subscription | None
+    time_and_sales: Subscription | None
+    contract: Stock | None = None
+    wants_depth: bool = False
+    wants_tick_by_tick: bool = False
+
+    @property
+    def symbol(self) -> str:
+        return self.config.symbol
+
+    def entries(self) -> list[Subscription]:
+        return [s for s in (self.l1, self.l2, self.time_and_sales) if s is not None]
+
+
+class SubscriptionRegistry:
+    """The plan, the per-stream state, and the replay of both after each connect."""
+
+    def __init__(
+        self, settings: Settings, bus: EventBus, metrics: Metrics, settle_seconds: float = 3.0
+    ) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._metrics = metrics
+        self._settle_seconds = settle_seconds
+        self.streams: dict[str, SymbolStreams] = {
+            s.symbol: SymbolStreams(
+                config=s,
+                l1=Subscription(s.symbol, "l1") if "l1" in s.data else None,
+                l2=Subscription(s.symbol, "l2") if "l2" in s.data else None,
+                time_and_sales=Subscription(s.symbol, "time_and_sales")
+                if "time_and_sales" in s.data
+                else None,
+            )
+            for s in settings.universe
+        }
+        self.smart_depth = settings.limits.smart_depth
+        self._by_request: dict[int, tuple[SymbolStreams, str]] = {}
+        self._export()
+
+    # -- after every connect -------------------------------------------------------------
+
+    async def subscribe_all(self, ib: IB) -> None:
+        """Qualify (once per symbol), plan the scarce lines, request everything, report the outcome."""
+        self._by_request.clear()
+        ib.reqMarketDataType(MARKET_DATA_TYPES[self._settings.ibkr.market_data_type])
+        await self._qualify(ib)
+        self._plan()
+        for streams in self.streams.values():
+            self._request(ib, streams)
+        self._export()
+        await self._settle()
+        self.report()
+
+    async def _qualify(self, ib: IB) -> None:
+        # conIds are stable: qualify only what has never been qualified, so a reconnect costs
+        # no contract-details round trips. Unknown symbols are asked again after a reconnect.
+        todo = [s for s in self.streams.values() if s.contract is None]
+        if not todo:
+            return
+        contracts = [self._contract_for(s.config) for s in todo]
+        results = await ib.qualifyContractsAsync(*contracts)
+        for streams, result in zip(todo, results, strict=True):
+            if isinstance(result, Stock) and result.conId:
+                streams.contract = result
+            else:
+                self._mark_invalid(streams)
+
+    def _contract_for(self, config: SymbolConfig) -> Stock:
+        return Stock(
+            config.symbol, config.exchange, config.currency, primaryExchange=config.primary_exchange or ""
+        )
+
+    def _mark_invalid(self, streams: SymbolStreams) -> None:
+        text = "IB does not know this contract (no security definition, error 200)"
+        for entry in streams.entries():
+            entry.reject("invalid_symbol", next(iter(codes.UNKNOWN_CONTRACT)), text)
+        log.error("unknown symbol: not subscribed", symbol=streams.symbol, reason=text)
+        self._bus.publish("invalid_symbol", f"{streams.symbol}: {text}", code=200)
+
+    def _plan(self) -> None:
+        """Hand out depth books and tick-by-tick streams in universe priority order."""
+        depth_left = self._settings.limits.max_depth_books
+        tbt_left = self._settings.limits.max_tick_by_tick
+        for streams in self.streams.values():
+            for entry in streams.entries():
+                if entry.state != "invalid_symbol":
+                    entry.state, entry.error_code, entry.error_text = "pending", None, None
+            streams.wants_depth = streams.wants_tick_by_tick = False
+            if streams.contract is None:
+                continue
+            if streams.l2 is not None:
+                streams.wants_depth = depth_left > 0
+                depth_left -= streams.wants_depth
+                if not streams.wants_depth:
+                    streams.l2.state = "skipped_limit"
+                    streams.l2.error_text = (
+                        f"limits.max_depth_books={self._settings.limits.max_depth_books} used up"
+                    )
+            if streams.time_and_sales is not None:
+                streams.wants_tick_by_tick = tbt_left > 0
+                tbt_left -= streams.wants_tick_by_tick
+                streams.time_and_sales.source = "tick_by_tick" if streams.wants_tick_by_tick else "rtvolume"
+
+    def _request(self, ib: IB, streams: SymbolStreams) -> None:
+        contract = streams.contract
+        if contract is None:
+            return
+        limits = self._settings.limits
+        if streams.l1 is not None or streams.time_and_sales is not None:
+            # Level 1 with RTVolume (233): quotes, plus the trades of every symbol without tick-by-tick.
+            ticker = ib.reqMktData(contract, RTVOLUME_GENERIC_TICK, False, False)
+            self._remember(ib, ticker, "l1", streams)
+        if streams.wants_depth:
+            ticker = ib.reqMktDepth(contract, limits.depth_rows, limits.smart_depth)
+            self._remember(ib, ticker, "l2", streams)
+        if streams.wants_tick_by_tick:
+            ticker = ib.reqTickByTickData(contract, TICK_BY_TICK_TYPE, 0, False)
+            self._remember(ib, ticker, "tick_by_tick", streams)
+
+    def _remember(self, ib: IB, ticker: Ticker, kind: str, streams: SymbolStreams) -> None:
+        request_id = ib.wrapper.ticker2ReqId[_STREAM_KEY[kind]].get(ticker)
+        if request_id:
+            self._by_request[request_id] = (streams, kind)
+
+    async def _settle(self) -> None:
+        # IB acknowledges no stream. A stream is active once data arrives on it, or once it has
+        # gone this long without an error reply: quiet books (a closed market) are not failures.
+        deadline = time.monotonic() + self._settle_seconds
+        # Polled at 20 Hz for a few seconds per connect: an Event set per tick would instead put
+        # work on the hot path for the whole life of the connection.
+        while time.monotonic() < deadline and any(e.state == "pending" for e in self.entries()):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for entry in self.entries():
+            if entry.state == "pending":
+                entry.state = "active"
+        self._export()
+
+    def cancel_all(self, ib: IB) -> None:
+        """Cancel every stream we requested on this connection (clean stop, or before 1101 replay)."""
+        limits = self._settings.limits
+        for streams, kind in list(self._by_request.values()):
+            contract = streams.contract
+            if contract is None:
+                continue
+            if kind == "l1":
+                ib.cancelMktData(contract)
+            elif kind == "l2":
+                ib.cancelMktDepth(contract, limits.smart_depth)
+            else:
+                ib.cancelTickByTickData(contract, TICK_BY_TICK_TYPE)
+        self._by_request.clear()
+
+    # -- IB error replies ----------------------------------------------------------------
+
+    def on_error(self, request_id: int, code: int, text: str) -> bool:
+        """Apply an error reply to the stream it names. Returns whether it was ours."""
+        found = self._by_request.get(request_id)
+        if found is None:
+            return False
+        streams, kind = found
+        if code in codes.DEPTH_LIMIT and streams.l2 is not None:
+            self._reject(streams.l2, "rejected_limit", code, text)
+        elif code in codes.TICK_BY_TICK_LIMIT and streams.time_and_sales is not None:
+            self._fall_back_to_rtvolume(streams, code, text)
+        elif code in codes.MARKET_DATA_LINES_LIMIT:
+            for entry in (streams.l1, streams.time_and_sales):
+                if entry is not None and (kind == "l1" or entry.data_type != "time_and_sales"):
+                    self._reject(entry, "rejected_limit", code, text)
+        elif code in codes.NOT_ENTITLED:
+            self._not_entitled(streams, kind, code, text)
+        elif code in codes.DELAYED_INSTEAD:
+            for entry in (streams.l1, streams.time_and_sales if kind == "l1" else None):
+                if entry is not None:
+                    entry.reject("delayed", code, text)
+            log.warning("delayed market data instead of live", symbol=streams.symbol, code=code)
+        else:
+            return False
+        self._export()
+        return True
+
+    def _reject(self, entry: Subscription, state: State, code: int, text: str) -> None:
+        entry.reject(state, code, text)
+        log.error(
+            "subscription rejected", symbol=entry.symbol, data_type=entry.data_type, code=code, text=text
+        )
+        self._bus.publish("subscription_rejected", f"{entry.symbol} {entry.data_type}: {text}", code=code)
+
+    def _fall_back_to_rtvolume(self, streams: SymbolStreams, code: int, text: str) -> None:
+        entry = streams.time_and_sales
+        assert entry is not None
+        entry.source = "rtvolume"
+        entry.error_code, entry.error_text = code, f"{text} (trades now come from RTVolume)"
+        streams.wants_tick_by_tick = False
+        if streams.l1 is None or streams.l1.state not in LIVE_STATES | {"pending"}:
+            entry.state = "rejected_limit"
+        log.error("tick-by-tick rejected, using RTVolume", symbol=streams.symbol, code=code, text=text)
+        self._bus.publish("subscription_rejected", f"{streams.symbol} tick-by-tick: {text}", code=code)
+
+    def _not_entitled(self, streams: SymbolStreams, kind: str, code: int, text: str) -> None:
+        if kind == "l2" and streams.l2 is not None:
+            self._reject(streams.l2, "not_entitled", code, text)
+        elif kind == "tick_by_tick" and streams.time_and_sales is not None:
+            self._reject(streams.time_and_sales, "not_entitled", code, text)
+        else:
+            for entry in (streams.l1, streams.time_and_sales):
+                if entry is not None and (entry.data_type == "l1" or entry.source == "rtvolume"):
+                    self._reject(entry, "not_entitled", code, text)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def entries(self) -> list[Subscription]:
+        return [e for streams in self.streams.values() for e in streams.entries()]
+
+    def counts(self) -> dict[str, int]:
+        by_state = Counter(e.state for e in self.entries())
+        return {
+            "active": by_state["active"] + by_state["delayed"],
+            "pending": by_state["pending"],
+            "rejected": sum(by_state[s] for s in ("rejected_limit", "invalid_symbol", "not_entitled")),
+            "skipped": by_state["skipped_limit"],
+        }
+
+    def symbols_subscribed(self) -> int:
+        return sum(any(e.state in LIVE_STATES for e in s.entries()) for s in self.streams.values())
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [e.as_dict() for e in self.entries()]
+
+    def report(self) -> None:
+        """The log line users grep for, with exactly what was subscribed and what was not."""
+        active = {t: [] for t in ("l1", "l2", "time_and_sales")}
+        other: dict[str, list[str]] = {}
+        for entry in self.entries():
+            if entry.state in LIVE_STATES:
+                active[entry.data_type].append(entry.symbol)
+            else:
+                reason = f"{entry.state}" + (f" ({entry.error_code})" if entry.error_code else "")
+                other.setdefault(f"{entry.symbol} {entry.data_type}", []).append(reason)
+        tas = [self.streams[s].time_and_sales for s in active["time_and_sales"]]
+        tbt = sum(1 for e in tas if e is not None and e.source == "tick_by_tick")
+        log.info(
+            f"Subscribed to {self.symbols_subscribed()} symbols",
+            level1=len(active["l1"]),
+            depth=len(active["l2"]),
+            depth_symbols=active["l2"],
+            time_and_sales=len(active["time_and_sales"]),
+            tick_by_tick=tbt,
+            rtvolume=len(active["time_and_sales"]) - tbt,
+            not_subscribed={k: ", ".join(v) for k, v in other.items()},
+        )
+
+    def _export(self) -> None:
+        by_state = Counter(e.state for e in self.entries())
+        for state in STATES:
+            self._metrics.subscriptions.labels(state).set(by_state[state])
+
+
+def _iso_ns(timestamp_ns: int | None) -> str | None:
+    if timestamp_ns is None:
+        return None
+    seconds, nanos = divmod(timestamp_ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1_000_000:03d}Z"
