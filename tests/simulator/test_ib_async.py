@@ -7,9 +7,9 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import SimFactory, wait_until
 from ib_async import IB, Stock, Ticker
 
+from conftest import SimFactory, wait_until
 from ingestion.simulator.contracts import DEFAULT_ETFS
 from ingestion.simulator.market import SMART_DEPTH_EXCHANGES
 from ingestion.simulator.server import Simulator
@@ -58,7 +58,7 @@ class TestConnect:
 
 class TestContracts:
     async def test_qualifies_all_15_etfs(self, ib: IB):
-        """Every default ETF qualifies to exactly one contract with a non-zero conId and its primary exchange."""
+        """Every default ETF qualifies to one contract with a non-zero conId and its primary exchange."""
         contracts = [Stock(symbol, "SMART", "USD") for symbol in DEFAULT_ETFS]
         result = await ib.qualifyContractsAsync(*contracts)
         assert [c.symbol for c in result] == list(DEFAULT_ETFS)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from simulator_wire import (
     WireClient,
@@ -14,6 +12,7 @@ from simulator_wire import (
     start_api,
 )
 
+from conftest import wait_until
 from ingestion.simulator.server import Simulator
 
 
@@ -142,6 +141,4 @@ class TestBrokenClients:
         client = await connected(sim.port)
         await client.send(frame(49, 1)[:3])
         await client.close()
-        async with asyncio.timeout(2):
-            while sim.connections:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: sim.connections == 0)
