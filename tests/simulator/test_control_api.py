@@ -179,7 +179,7 @@ class TestRate:
         before = sum(counts.values())
         await asyncio.sleep(1.0)
         sent = sum(counts.values()) - before
-        assert 700 <= sent <= 1300
+        assert 500 <= sent <= 1500
 
     async def test_burst_sends_that_many_messages_while_paused(
         self, sim: Simulator, control: httpx.AsyncClient, client: Client
@@ -200,13 +200,13 @@ class TestRate:
     async def test_unthrottled_rate_outruns_the_default(
         self, sim: Simulator, control: httpx.AsyncClient, client: Client
     ):
-        """POST /rate?value=0 is unthrottled: far more than the 20,000 msgs/s of the fixture."""
+        """POST /rate?value=0 is unthrottled: ten times more than a 1,000 msgs/s rate would send."""
         await subscribe_spy(client.ib)
         await control.post("/rate?value=0")
         counts = sim.stats.for_symbol("SPY")
         before = sum(counts.values())
         await asyncio.sleep(0.5)
-        assert sum(counts.values()) - before > 20_000
+        assert sum(counts.values()) - before > 5_000
 
 
 class TestDepthReset:
