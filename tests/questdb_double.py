@@ -426,6 +426,10 @@ class QuestDBDouble:
         self.write_requests = 0
         self.failed_writes = 0
         self._lock = threading.Lock()
+        # Held from applying a write to sending its answer, and while cutting connections: a refused-
+        # connections fault never lands a write whose answer the client then misses (a real server can
+        # do that; DEDUP makes it harmless, but tests count duplicates and must not flake).
+        self._answer_lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -524,7 +528,7 @@ class QuestDBDouble:
             self._connections.add(connection)
 
     def _cut_connections(self) -> None:
-        with self._lock:
+        with self._answer_lock, self._lock:
             connections, self._connections = self._connections, set()
         for connection in connections:
             # Already closed by the client is fine: there is nothing left to cut.
@@ -579,7 +583,8 @@ class QuestDBDouble:
                 self.failed_writes += 1
             handler.reply(status, {"code": "internal error", "message": "the double fails on purpose"})
             return
-        handler.reply(*self._write(body))
+        with self._answer_lock:
+            handler.reply(*self._write(body))
 
     def _take_write_failure(self) -> int | None:
         faults = self.faults

@@ -188,6 +188,7 @@ class QuestDBWriter:
         c = self._counts
         details: dict[str, Any] = {
             "pending_rows": len(self._pending) + self._spool.pending_rows,
+            "rows_in_memory": len(self._pending),
             "spool_bytes": self._spool.bytes,
             "rows_written": c.rows_written,
             "rows_lost": c.rows_lost,

@@ -1,0 +1,139 @@
+"""QuestDB failing, slow or refusing rows: nothing is lost, nothing arrives twice, and it is all reported."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sinks_helpers import BASE_NS, ConfigFactory, RecordingBus, eventually, full_quote, running_writer
+
+from ingestion.metrics import Metrics
+from ingestion.sinks.questdb import QuestDBWriter
+from questdb_double import QuestDBDouble
+
+US = 1000
+SYMBOLS = ("SPY", "QQQ", "IWM")
+
+
+async def produce(writer: QuestDBWriter, count: int, per_tick: int = 20, tick: float = 0.01) -> None:
+    """Feed ``count`` quotes at a steady pace (``per_tick`` every ``tick`` seconds), 1 µs apart."""
+    for i in range(count):
+        writer.accept(full_quote(SYMBOLS[i % len(SYMBOLS)], BASE_NS + i * US, base=100 + i % 7))
+        if i % per_tick == per_tick - 1:
+            await asyncio.sleep(tick)
+
+
+FAULTS: dict[str, tuple[Callable[[QuestDBDouble], None], Callable[[QuestDBDouble], None]]] = {
+    "http_503": (lambda q: q.outage(503), QuestDBDouble.heal),
+    "write_500": (lambda q: q.fail_writes(500), QuestDBDouble.heal),
+    "refused": (QuestDBDouble.refuse_connections, QuestDBDouble.accept_connections),
+}
+
+
+class TestOutageInTheMiddleOfAStream:
+    @pytest.mark.parametrize("fault", list(FAULTS))
+    async def test_every_row_arrives_exactly_once(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory, spool_dir: Path, fault: str
+    ) -> None:
+        """QuestDB failing for 1.5 s mid-stream: all rows land once, and the spool is drained afterwards."""
+        breaks, mends = FAULTS[fault]
+        total = 3000
+        async with running_writer(make_config()) as writer:
+            feeding = asyncio.create_task(produce(writer, total))
+            await eventually(lambda: qdb.row_count("market_data_l1") >= 500, what="rows before the fault")
+            breaks(qdb)
+            await eventually(lambda: writer.status().state == "down", what="the writer to notice")
+            await asyncio.sleep(1.5)  # the outage itself: a duration, not a wait for a condition
+            mends(qdb)
+            await feeding
+            await eventually(lambda: qdb.row_count("market_data_l1") == total, what="every row")
+            await eventually(lambda: writer.status().state == "ok", what="the writer back to direct sends")
+            status = writer.status().details
+        assert qdb.duplicates("market_data_l1") == 0
+        assert qdb.conflicts("market_data_l1") == 0
+        assert status["rows_spooled"] > 0
+        assert status["spool_bytes"] == 0
+        assert list(spool_dir.glob("spool-*.seg")) == []
+
+    async def test_outage_and_recovery_are_published_once_each(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory, bus: RecordingBus
+    ) -> None:
+        """One questdb_down alert with the error, then one questdb_restored alert with counts."""
+        async with running_writer(make_config(), bus=bus) as writer:
+            qdb.outage(503)
+            await produce(writer, 200)
+            await eventually(lambda: writer.status().details["rows_spooled"] == 200, what="rows spooled")
+            qdb.heal()
+            await eventually(lambda: writer.status().state == "ok", what="recovery")
+        down, restored = bus.published
+        assert (down.event, down.alert) == ("questdb_down", True)
+        assert "503" in down.detail  # the error as the client saw it
+        assert (restored.event, restored.alert) == ("questdb_restored", True)
+        assert "200 rows spooled, 200 rows replayed" in restored.detail
+
+    async def test_status_reports_down_with_details(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory
+    ) -> None:
+        """While QuestDB fails, status() is 'down' with the last error, pending rows and spool bytes."""
+        async with running_writer(make_config()) as writer:
+            qdb.fail_writes(500)
+            await produce(writer, 50)
+            await eventually(lambda: writer.status().details["pending_rows"] == 50, what="50 rows waiting")
+            status = writer.status()
+            qdb.heal()
+        assert status.state == "down"
+        assert "fails on purpose" in status.details["last_error"]
+        assert status.details["spool_bytes"] > 0
+        assert status.details["outage_since"] is not None
+
+
+class TestRejectedRows:
+    async def test_rejected_row_goes_to_the_dead_letter_file_and_the_rest_lands(
+        self,
+        qdb: QuestDBDouble,
+        make_config: ConfigFactory,
+        spool_dir: Path,
+        metrics: Metrics,
+        bus: RecordingBus,
+    ) -> None:
+        """A 400 for one row of a batch: the batch is bisected, good rows land, the bad one is dead-lettered."""
+        qdb.reject_lines_containing("symbol=XLK")
+        async with running_writer(make_config(), bus=bus, metrics=metrics) as writer:
+            for i, symbol in enumerate(("SPY", "XLK", "QQQ", "DIA")):
+                writer.accept(full_quote(symbol, BASE_NS + i * US))
+            await eventually(lambda: writer.status().details["dead_lettered"] == 1, what="the dead letter")
+            await eventually(lambda: qdb.row_count("market_data_l1") == 3, what="the good rows")
+            await eventually(lambda: (spool_dir / "dead-letter.jsonl").exists(), what="the dead-letter file")
+            assert writer.status().state == "ok"
+        [letter] = [json.loads(line) for line in (spool_dir / "dead-letter.jsonl").read_text().splitlines()]
+        assert letter["table"] == "market_data_l1"
+        assert "rejected on purpose" in letter["error"]
+        assert letter["ilp"].startswith("market_data_l1,symbol=XLK ")
+        assert sorted(r["symbol"] for r in qdb.rows("market_data_l1")) == ["DIA", "QQQ", "SPY"]
+        assert metrics.registry.get_sample_value("ingestion_rows_dead_lettered_total") == 1
+        assert "questdb_rejected" in bus.names()
+
+
+class TestBoundedMemory:
+    async def test_slow_questdb_spills_pending_rows_to_the_spool(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory
+    ) -> None:
+        """While a send hangs, rows in memory stay under max_pending_rows (plus one producer burst)."""
+        qdb.delay(0.5)
+        burst = 50
+        most_in_memory = 0
+        async with running_writer(make_config(), max_pending_rows=200) as writer:
+            for start in range(0, 2000, burst):
+                for i in range(start, start + burst):
+                    writer.accept(full_quote("SPY", BASE_NS + i * US))
+                most_in_memory = max(most_in_memory, writer.status().details["rows_in_memory"])
+                await asyncio.sleep(0.002)
+            spooled = writer.status().details["rows_spooled"]
+            qdb.heal()
+            await eventually(lambda: qdb.row_count("market_data_l1") == 2000, within=20, what="every row")
+        assert most_in_memory <= 200 + burst
+        assert spooled > 0
+        assert qdb.conflicts("market_data_l1") == 0
