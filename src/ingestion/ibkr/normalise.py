@@ -107,6 +107,20 @@ class Normaliser:
         """Forget the top of book: a new connection starts from IB's fresh snapshot."""
         self._books.clear()
 
+    def top_of_book(self, symbol: str) -> dict[str, float | None] | None:
+        """Last, bid and ask (with sizes and volume) for the status page; None before any quote."""
+        book = self._books.get(symbol)
+        if book is None:
+            return None
+        return {
+            "last": book.last,
+            "bid": book.bid,
+            "ask": book.ask,
+            "bid_size": book.bid_size,
+            "ask_size": book.ask_size,
+            "volume": book.volume,
+        }
+
     def on_pending_tickers(self, tickers: Iterable[Ticker]) -> None:
         for ticker in tickers:
             streams = self._registry.streams.get(ticker.contract.symbol if ticker.contract else "")
