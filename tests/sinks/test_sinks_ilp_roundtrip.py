@@ -159,8 +159,8 @@ class TestTheUsersQueries:
         """The verification query returns ticks, first and last tick per symbol, latest first."""
         await self._write_ticks(qdb, make_config)
         sql = (
-            "SELECT symbol, COUNT(*) AS total_ticks, MIN(timestamp) AS first_tick, MAX(timestamp) AS last_tick "
-            "FROM market_data_l1 GROUP BY symbol ORDER BY last_tick DESC"
+            "SELECT symbol, COUNT(*) AS total_ticks, MIN(timestamp) AS first_tick, "
+            "MAX(timestamp) AS last_tick FROM market_data_l1 GROUP BY symbol ORDER BY last_tick DESC"
         )
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{qdb.port}") as client:
             body = (await client.get("/exec", params={"query": sql})).json()

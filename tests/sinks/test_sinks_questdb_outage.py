@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,7 +57,7 @@ class TestOutageInTheMiddleOfAStream:
         assert qdb.conflicts("market_data_l1") == 0
         assert status["rows_spooled"] > 0
         assert status["spool_bytes"] == 0
-        assert list(spool_dir.glob("spool-*.seg")) == []
+        assert not any(name.endswith(".seg") for name in os.listdir(spool_dir))
 
     async def test_outage_and_recovery_are_published_once_each(
         self, qdb: QuestDBDouble, make_config: ConfigFactory, bus: RecordingBus
@@ -99,7 +100,7 @@ class TestRejectedRows:
         metrics: Metrics,
         bus: RecordingBus,
     ) -> None:
-        """A 400 for one row of a batch: the batch is bisected, good rows land, the bad one is dead-lettered."""
+        """A 400 for one row of a batch: bisected, good rows land, the bad one is dead-lettered."""
         qdb.reject_lines_containing("symbol=XLK")
         async with running_writer(make_config(), bus=bus, metrics=metrics) as writer:
             for i, symbol in enumerate(("SPY", "XLK", "QQQ", "DIA")):
