@@ -1,9 +1,11 @@
 """Logging set-up: structlog, one JSON object a line when not on a TTY, colored console on one.
 
 Every line carries an ISO 8601 UTC ``timestamp``, ``level``, ``component`` and ``event``.
-Above ``error`` sits ``alert``: ``log.alert("IBKR Connection Lost at ...")`` renders with
+Above ``error`` sits ``alert``: ``alert(log, "IBKR Connection Lost at ...")`` renders with
 ``"level": "alert"`` and an event text that starts with ``ALERT``, so that
-``docker logs ... | grep ALERT`` finds every alert and nothing else.
+``docker logs ... | grep ALERT`` finds every alert and nothing else. It is a function rather
+than a logger method so that it works with any structlog configuration, including none: an
+alert must never be the thing that crashes the component raising it.
 
 Standard-library loggers (ib_async, uvicorn, httpx) are routed through the same renderer, so
 ``docker logs`` never mixes formats.
@@ -41,27 +43,19 @@ def get_logger(component: str) -> Any:
     return structlog.get_logger(component=component)
 
 
+def alert(logger: Any, event: str, **kw: Any) -> None:
+    """Log ``event`` at the ``alert`` level (above error; never filtered out)."""
+    logger.critical(event, **{_ALERT_FLAG: True, **kw})
+
+
 def promote_alerts(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Turn lines logged with :meth:`AlertingLogger.alert` into ``level=alert`` and ``ALERT ...`` text."""
+    """Turn lines logged with :func:`alert` into ``level=alert`` and ``ALERT ...`` text."""
     if event_dict.pop(_ALERT_FLAG, False):
         event_dict["level"] = ALERT_LEVEL_NAME
         event = str(event_dict.get("event", ""))
         if not event.startswith(ALERT_PREFIX):
             event_dict["event"] = f"{ALERT_PREFIX} {event}"
     return event_dict
-
-
-def _alerting_class(min_level: int) -> type:
-    base = structlog.make_filtering_bound_logger(min_level)
-
-    class AlertingLogger(base):  # type: ignore[misc, valid-type]
-        """The filtering logger of structlog plus ``alert``, which is never filtered out."""
-
-        def alert(self, event: str, *args: Any, **kw: Any) -> Any:
-            kw[_ALERT_FLAG] = True
-            return self._proxy_to_logger("critical", event, *args, **kw)
-
-    return AlertingLogger
 
 
 def shared_processors() -> list[Processor]:
@@ -90,7 +84,7 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto", stream: Text
     renderer = choose_renderer(fmt, out)
     structlog.configure(
         processors=[*shared_processors(), renderer],
-        wrapper_class=_alerting_class(min_level),
+        wrapper_class=structlog.make_filtering_bound_logger(min_level),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ingestion.bus import EventBus
 from ingestion.events import Event
-from ingestion.logging import get_logger
+from ingestion.logging import alert, get_logger
 from ingestion.metrics import Metrics
 from ingestion.sinks.base import Sink
 
@@ -61,7 +61,7 @@ class Pipeline:
             lost = self.dropped - self._dropped_reported
             self._dropped_reported = self.dropped
             detail = f"pipeline queue full ({self._queue.maxsize} events): {lost} events dropped"
-            log.alert(detail, dropped_total=self.dropped)
+            alert(log, detail, dropped_total=self.dropped)
             self._bus.publish("pipeline_overflow", detail, alert=True)
 
     async def run(self) -> None:

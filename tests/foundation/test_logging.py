@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from ingestion.logging import configure_logging, get_logger
+from ingestion.logging import alert, configure_logging, get_logger
 
 
 class FakeTty(io.StringIO):
@@ -46,12 +46,12 @@ def test_json_lines_carry_timestamp_level_component_event() -> None:
 
 
 def test_alert_level_is_above_error_and_greppable() -> None:
-    """`log.alert` gives level "alert" and an event that starts with ALERT, even at level CRITICAL."""
+    """`alert()` gives level "alert" and an event that starts with ALERT, even at level CRITICAL."""
     out = io.StringIO()
     configure_logging("CRITICAL", "json", out)
     log = get_logger("ibkr")
     log.error("not shown at CRITICAL")
-    log.alert("IBKR Connection Lost at 2026-11-23T14:30:00Z")
+    alert(log, "IBKR Connection Lost at 2026-11-23T14:30:00Z")
     (line,) = lines(out)
     assert line["level"] == "alert"
     assert line["event"] == "ALERT IBKR Connection Lost at 2026-11-23T14:30:00Z"
@@ -105,3 +105,9 @@ def test_log_format_json_wins_over_a_tty() -> None:
     configure_logging("INFO", "json", out)
     get_logger("x").info("machine")
     assert lines(out)[0]["event"] == "machine"
+
+
+def test_alert_works_without_any_logging_configuration() -> None:
+    """Components raise alerts before (or without) configure_logging; that must never raise."""
+    structlog.reset_defaults()
+    alert(get_logger("x"), "no configuration yet")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from ingestion.bus import EventBus
 from ingestion.ibkr import codes
-from ingestion.logging import get_logger
+from ingestion.logging import alert, get_logger
 from ingestion.metrics import Metrics
 
 Status = Literal["connected", "connecting", "disconnected"]
@@ -101,7 +101,7 @@ class ConnectionState:
             self.reconnects += 1
             self.metrics.reconnects.inc()
             detail = f"IBKR connection restored after {outage:.1f} s outage"
-            log.alert(detail, outage_seconds=round(outage, 3))
+            alert(log, detail, outage_seconds=round(outage, 3))
             self.bus.publish("connection_restored", detail, alert=True)
             self._lost_monotonic = None
         else:
@@ -119,7 +119,7 @@ class ConnectionState:
         self.farms.clear()
         self._set_status("disconnected")
         message = f"IBKR Connection Lost at {iso(now)}"
-        log.alert(message, reason=reason)
+        alert(log, message, reason=reason)
         self.bus.publish("connection_lost", f"{message}: {reason}", alert=True)
 
     def stopped(self) -> None:
@@ -147,7 +147,7 @@ class ConnectionState:
             return
         self.broker_connectivity = "lost"
         self.broker_lost_at = datetime.now(UTC)
-        log.alert(
+        alert(log, 
             "IB connectivity lost (1100): the gateway lost its connection to IB's servers",
             code=code,
             text=text,
@@ -161,7 +161,7 @@ class ConnectionState:
         self.broker_lost_at = None
         what = "data maintained" if kept else "data lost, resubscribing everything"
         detail = f"IB connectivity restored ({code}, {what}) after {outage:.1f} s"
-        log.alert(detail, code=code, text=text)
+        alert(log, detail, code=code, text=text)
         self.bus.publish("ib_connectivity_restored", detail, code=code, alert=True)
 
     def _farm_notice(self, code: int, text: str) -> None:
@@ -193,7 +193,7 @@ class ConnectionState:
             "username (TWS, the mobile app or IBKR web) takes the market data. Log out there, or subscribe "
             "to market data on a second username for this gateway."
         )
-        log.alert(detail, code=code, text=text)
+        alert(log, detail, code=code, text=text)
         self.bus.publish("competing_session", detail, code=code, alert=True)
 
     def competing_session_cleared(self) -> None:

@@ -83,7 +83,14 @@ class ConnectionSupervisor:
         """Connect and reconnect until cancelled; on cancellation, stop cleanly."""
         try:
             while True:
-                await self._attempt()
+                try:
+                    await self._attempt()
+                except Exception:  # noqa: BLE001 - the loop outlives any one attempt's bug
+                    log.exception("unexpected error in the connection supervisor; reconnecting")
+                    if self._ib is not None:
+                        self._state.lost("internal error, see the previous log line")
+                        self._teardown(self._ib)
+                    await self._sleep(self._backoff.compute(0))
         except asyncio.CancelledError:
             self._stopping = True
             self._stop()

@@ -41,6 +41,8 @@ class SimulatorConfig:
         start_epoch_ms: start of the simulated clock used in tick content.
         max_frame_size: largest client frame accepted; bigger ones close that client.
         universe: the contracts the simulator knows.
+        not_entitled: symbols this account has no market data subscription for: reqMktData,
+            reqMktDepth and reqTickByTickData on them get error 354, as IB answers.
     """
 
     host: str = "127.0.0.1"
@@ -59,6 +61,7 @@ class SimulatorConfig:
     start_epoch_ms: int = DEFAULT_START_EPOCH_MS
     max_frame_size: int = 0xFFFFFF
     universe: tuple[ContractSpec, ...] = field(default=DEFAULT_UNIVERSE)
+    not_entitled: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.rate < 0:

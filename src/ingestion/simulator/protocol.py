@@ -128,6 +128,7 @@ class ErrorCode(IntEnum):
     MAX_DEPTH_BOOKS = 309
     DEPTH_RESET = 317
     DUPLICATE_TICKER_ID = 322
+    NOT_SUBSCRIBED = 354
     CLIENT_ID_IN_USE = 326
     CONNECTIVITY_LOST = 1100
     RESTORED_DATA_LOST = 1101
@@ -150,6 +151,7 @@ class ErrorCode(IntEnum):
 ERROR_TEXTS: Final[dict[int, str]] = {
     ErrorCode.PACING: "Max rate of messages per second has been exceeded:max={limit} rec={received} (1)",
     ErrorCode.MAX_TICKERS: "Max number of tickers has been reached.",
+    ErrorCode.NOT_SUBSCRIBED: "Requested market data is not subscribed. Delayed market data is available.",
     ErrorCode.NO_SECURITY_DEFINITION: "No security definition has been found for the request",
     ErrorCode.MAX_DEPTH_BOOKS: "Max number ({limit}) of market depth requests has been reached",
     ErrorCode.DEPTH_RESET: (

@@ -391,6 +391,8 @@ class Session(asyncio.Protocol):
             i += 3
         generic_ticks = fields[i + 1].split(",")
         snapshot = fields[i + 2] == "1" or fields[i + 3] == "1"
+        if self._refuse_not_entitled(req_id, spec):
+            return
         if not snapshot:
             if self._active(req_id):
                 self.send_error(req_id, ErrorCode.DUPLICATE_TICKER_ID)
@@ -420,6 +422,12 @@ class Session(asyncio.Protocol):
         self._mkt_data[req_id] = stream
         self._add_stream(stream)
 
+    def _refuse_not_entitled(self, req_id: int, spec: ContractSpec) -> bool:
+        if spec.symbol not in self.config.not_entitled:
+            return False
+        self.send_error(req_id, ErrorCode.NOT_SUBSCRIBED)
+        return True
+
     def _cancel_mkt_data(self, fields: list[str]) -> None:
         self._remove_stream(self._mkt_data.pop(int(fields[2]), None))
 
@@ -431,6 +439,8 @@ class Session(asyncio.Protocol):
             return
         if self._active(req_id):
             self.send_error(req_id, ErrorCode.DUPLICATE_TICKER_ID)
+            return
+        if self._refuse_not_entitled(req_id, spec):
             return
         limit = self.config.max_depth_books
         if len(self._depth) >= limit:
@@ -460,6 +470,8 @@ class Session(asyncio.Protocol):
             raise ProtocolError(msg)
         if self._active(req_id):
             self.send_error(req_id, ErrorCode.DUPLICATE_TICKER_ID)
+            return
+        if self._refuse_not_entitled(req_id, spec):
             return
         if len(self._tbt) >= self.config.max_tick_by_tick:
             self.send_error(req_id, ErrorCode.MAX_TICK_BY_TICK)

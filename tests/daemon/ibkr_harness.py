@@ -1,0 +1,163 @@
+"""Test harness: a real IBKR stack (supervisor, registry, normaliser, pipeline) against the project's simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from ingestion.bus import EventBus
+from ingestion.config import BackoffConfig, IbkrConfig, LimitsConfig, Settings, SymbolConfig
+from ingestion.events import DepthUpdate, Event, IngestionEvent, Quote, ReceiveClock, Trade
+from ingestion.ibkr.backoff import ExponentialBackoff
+from ingestion.ibkr.normalise import Normaliser
+from ingestion.ibkr.state import ConnectionState
+from ingestion.ibkr.subscriptions import SubscriptionRegistry
+from ingestion.ibkr.supervisor import ConnectionSupervisor
+from ingestion.metrics import Metrics
+from ingestion.pipeline import Pipeline
+from ingestion.sinks.base import SinkStatus
+from ingestion.simulator.config import SimulatorConfig
+from ingestion.simulator.server import Simulator, running_simulator
+
+
+@dataclass
+class CountingSink:
+    """A sink that implements the real interface and counts what reaches it."""
+
+    name: str = "counting"
+    quotes: Counter = field(default_factory=Counter)
+    depth: Counter = field(default_factory=Counter)
+    trades: Counter = field(default_factory=Counter)
+    trade_sources: Counter = field(default_factory=Counter)
+    last: dict[str, Event] = field(default_factory=dict)
+    timestamps_increasing: bool = True
+    _previous_ns: int = 0
+
+    def accept(self, event: Event) -> None:
+        if event.timestamp_ns <= self._previous_ns:
+            self.timestamps_increasing = False
+        self._previous_ns = event.timestamp_ns
+        if isinstance(event, Quote):
+            self.quotes[event.symbol] += 1
+        elif isinstance(event, DepthUpdate):
+            self.depth[event.symbol] += 1
+        elif isinstance(event, Trade):
+            self.trades[event.symbol] += 1
+            self.trade_sources[event.symbol, event.source] += 1
+        self.last[f"{type(event).__name__}:{getattr(event, 'symbol', '')}"] = event
+
+    async def start(self) -> None:
+        return None
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        return None
+
+    def status(self) -> SinkStatus:
+        return SinkStatus("ok")
+
+
+@dataclass
+class Stack:
+    sim: Simulator
+    settings: Settings
+    bus_events: list[IngestionEvent]
+    state: ConnectionState
+    registry: SubscriptionRegistry
+    supervisor: ConnectionSupervisor
+    pipeline: Pipeline
+    sink: CountingSink
+    control: httpx.AsyncClient
+
+    async def post(self, path: str) -> dict[str, Any]:
+        response = await self.control.post(path)
+        response.raise_for_status()
+        return response.json()
+
+    async def stats(self) -> dict[str, Any]:
+        response = await self.control.get("/stats")
+        response.raise_for_status()
+        return response.json()
+
+    def events_named(self, name: str) -> list[IngestionEvent]:
+        return [e for e in self.bus_events if e.event == name]
+
+
+async def wait_for(condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> float:
+    """Poll ``condition`` until true; returns the seconds it took, fails the test after ``timeout``."""
+    started = time.monotonic()
+    while True:
+        result = condition()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def fast_settings(port: int, **overrides: Any) -> Settings:
+    ibkr = IbkrConfig(
+        host="127.0.0.1",
+        port=port,
+        connect_timeout_seconds=2,
+        heartbeat_interval_seconds=1,
+        heartbeat_timeout_seconds=1,
+        reconnect=BackoffConfig(initial_seconds=0.2, max_seconds=1.0),
+    )
+    return Settings(ibkr=overrides.pop("ibkr", ibkr), **overrides)
+
+
+@asynccontextmanager
+async def ibkr_stack(
+    sim_config: SimulatorConfig | None = None,
+    *,
+    settings: Callable[[int], Settings] = fast_settings,
+    settle_seconds: float = 1.0,
+    start_supervisor: bool = True,
+) -> AsyncIterator[Stack]:
+    """Simulator + the daemon's IBKR side + a counting sink, all on loopback sockets."""
+    async with running_simulator(sim_config or SimulatorConfig(port=0, control_port=0, rate=2000)) as sim:
+        chosen = settings(sim.port)
+        bus = EventBus()
+        bus_events: list[IngestionEvent] = []
+        bus.subscribe(bus_events.append)
+        metrics = Metrics()
+        state = ConnectionState(bus, metrics, chosen.ibkr.host, chosen.ibkr.port)
+        registry = SubscriptionRegistry(chosen, bus, metrics, settle_seconds=settle_seconds)
+        sink = CountingSink()
+        pipeline = Pipeline([sink], metrics, bus, chosen.pipeline.queue_size)
+        normaliser = Normaliser(registry, pipeline.put, ReceiveClock(), metrics)
+        supervisor = ConnectionSupervisor(
+            chosen.ibkr, state, registry, normaliser, backoff=ExponentialBackoff.from_config(chosen.ibkr.reconnect)
+        )
+        tasks = [asyncio.create_task(pipeline.run())]
+        if start_supervisor:
+            tasks.append(asyncio.create_task(supervisor.run()))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sim.control_port}", timeout=10) as control:
+            stack = Stack(sim, chosen, bus_events, state, registry, supervisor, pipeline, sink, control)
+            try:
+                yield stack
+            finally:
+                for task in reversed(tasks):
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+
+
+def universe(*symbols: str) -> tuple[SymbolConfig, ...]:
+    return tuple(SymbolConfig(symbol=s) for s in symbols)
+
+
+def limits(**values: int) -> LimitsConfig:
+    return LimitsConfig(**values)
