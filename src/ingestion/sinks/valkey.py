@@ -1,0 +1,299 @@
+"""The Valkey cache: the latest state per symbol, recent trades, the status key and the events channel.
+
+:meth:`ValkeyCache.accept` only updates memory (a dict entry, a book, a bounded deque), so the pipeline
+never waits for Valkey. Every ``conflation_ms`` one pipelined round trip (``transaction=False``) carries
+the latest L1 and L2 of each symbol that changed (at most one write per symbol and interval, however many
+ticks came in), every trade since the last cycle (``XADD ... MAXLEN ~``), queued events (``PUBLISH``) and,
+every ``status_interval_seconds``, the status key.
+
+Valkey down: it is a cache, so writes are dropped and counted (``cache_dropped``); the outage is logged and
+published once (``valkey_down``) and its end once (``valkey_restored``). Each cycle tries again with the
+short socket timeout, and the latest L1/L2 state that could not be written is kept, so the first cycle
+after Valkey returns brings the cache up to date.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from ingestion.bus import EventBus
+from ingestion.config import ValkeyConfig
+from ingestion.events import DepthUpdate, Event, IngestionEvent, Quote, Trade
+from ingestion.metrics import Metrics
+from ingestion.sinks.base import SinkStatus
+from ingestion.sinks.book import DepthBook
+
+log = structlog.get_logger("ingestion.sinks.valkey")
+
+EVENTS_CHANNEL = "ingestion:events"
+STATUS_KEY = "ingestion:status"
+StatusProvider = Callable[[], dict[str, Any]]
+
+
+def l1_key(symbol: str) -> str:
+    return f"market:l1:{symbol}"
+
+
+def l2_key(symbol: str) -> str:
+    return f"market:l2:{symbol}"
+
+
+def trades_key(symbol: str) -> str:
+    return f"market:trades:{symbol}"
+
+
+def iso_utc(timestamp_ns: int) -> str:
+    moment = datetime.fromtimestamp(timestamp_ns / 1e9, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def l1_body(quote: Quote) -> dict[str, Any]:
+    return {
+        "symbol": quote.symbol, "last": quote.last, "bid": quote.bid, "ask": quote.ask,
+        "bid_size": quote.bid_size, "ask_size": quote.ask_size, "volume": quote.volume,
+        "timestamp": quote.timestamp_ns,
+    }  # fmt: skip
+
+
+def trade_fields(trade: Trade) -> dict[str, str | int | float]:
+    fields = {
+        "timestamp": trade.timestamp_ns, "price": trade.price, "size": trade.size,
+        "exchange_time": trade.exchange_time_ns, "exchange": trade.exchange, "conditions": trade.conditions,
+        "past_limit": int(trade.past_limit), "unreported": int(trade.unreported), "source": trade.source,
+    }  # fmt: skip
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def event_body(event: IngestionEvent) -> dict[str, Any]:
+    return {"event": event.event, "at": iso_utc(event.timestamp_ns), "detail": event.detail}
+
+
+class ValkeyCache:
+    """The cache sink. Wire it as ``ValkeyCache(settings.valkey, bus, metrics, status_provider)``.
+
+    Args:
+        config: Valkey settings.
+        bus: Where the outage and its end are published.
+        metrics: The daemon's metrics.
+        status_provider: Returns the /health body for ``ingestion:status``; None writes no status key.
+        max_queued: Trades (and, separately, events) held between two cycles; beyond it the oldest
+            are dropped and counted, so memory stays bounded while Valkey is slow or down.
+        now_ns: Wall clock for latency (injected in tests).
+    """
+
+    name = "valkey"
+
+    def __init__(
+        self,
+        config: ValkeyConfig,
+        bus: EventBus,
+        metrics: Metrics,
+        status_provider: StatusProvider | None = None,
+        *,
+        max_queued: int = 20_000,
+        now_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._config = config
+        self._bus = bus
+        self._metrics = metrics
+        self._status_provider = status_provider
+        self._now_ns = now_ns
+        self._max_queued = max_queued
+        self._l1: dict[str, Quote] = {}
+        self._books: dict[str, DepthBook] = {}
+        self._l2_dirty: set[str] = set()
+        self._trades: deque[Trade] = deque()
+        self._events: deque[IngestionEvent] = deque()
+        self._next_status = 0.0
+        self._client: Redis | None = None
+        self._down_since: float | None = None
+        self._down_at: str | None = None
+        self._dropped = 0
+        self._last_error: str | None = None
+        self._last_write_at: str | None = None
+
+    # --- the Sink interface -------------------------------------------------------------------------------
+    def accept(self, event: Event) -> None:
+        """Update the in-memory state; O(1) apart from a book row shift (at most 50 rows)."""
+        if isinstance(event, Quote):
+            self._l1[event.symbol] = event
+        elif isinstance(event, DepthUpdate):
+            book = self._books.get(event.symbol)
+            if book is None:
+                book = self._books[event.symbol] = DepthBook()
+            book.apply(event)
+            self._l2_dirty.add(event.symbol)
+        elif isinstance(event, Trade):
+            self._enqueue(self._trades, event)
+        elif isinstance(event, IngestionEvent) and event.alert:
+            self.publish_event(event)
+
+    def publish_event(self, event: IngestionEvent) -> None:
+        """Queue ``event`` for the ``ingestion:events`` channel; sent with the next cycle. Never blocks."""
+        self._enqueue(self._events, event)
+
+    async def start(self) -> None:
+        self._client = Redis.from_url(
+            self._config.url.get_secret_value(),
+            socket_timeout=self._config.socket_timeout_seconds,
+            socket_connect_timeout=self._config.socket_timeout_seconds,
+            # No client-side retries: a failed cycle is simply dropped and the next one tries again.
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    async def run(self) -> None:
+        interval = self._config.conflation_ms / 1000
+        while True:
+            started = time.monotonic()
+            await self._cycle()
+            await asyncio.sleep(max(interval - (time.monotonic() - started), 0))
+
+    async def aclose(self) -> None:
+        """One last cycle (the caller bounds it in time), then close the connections."""
+        try:
+            if self._client is not None and self._down_since is None:
+                await self._cycle()
+        finally:
+            if self._client is not None:
+                await self._client.aclose()
+
+    def status(self) -> SinkStatus:
+        details = {
+            "dropped": self._dropped,
+            "last_error": self._last_error,
+            "last_write_at": self._last_write_at,
+            "down_since": self._down_at,
+        }
+        return SinkStatus("down" if self._down_since is not None else "ok", details)
+
+    # --- one write cycle ----------------------------------------------------------------------------------
+    def _enqueue(self, queue: deque[Any], item: Any) -> None:
+        if len(queue) >= self._max_queued:
+            queue.popleft()
+            self._count_dropped(1)
+        queue.append(item)
+
+    async def _cycle(self) -> None:
+        quotes, self._l1 = self._l1, {}
+        books, self._l2_dirty = self._l2_dirty, set()
+        trades, self._trades = self._trades, deque()
+        events, self._events = self._events, deque()
+        status = self._status_body()
+        commands = len(quotes) + len(books) + len(trades) + len(events) + (status is not None)
+        if commands == 0:
+            if self._down_since is not None:
+                await self._probe()
+            return
+        try:
+            async with asyncio.timeout(self._config.socket_timeout_seconds * 2):
+                await self._write(quotes, books, trades, events, status)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # Keep the latest L1/L2 state (unless newer came meanwhile) so the cache catches up later.
+            for symbol, quote in quotes.items():
+                self._l1.setdefault(symbol, quote)
+            self._l2_dirty |= books
+            self._count_dropped(commands)
+            self._went_down(exc)
+            return
+        self._wrote(quotes, books, trades, events)
+
+    async def _write(
+        self,
+        quotes: dict[str, Quote],
+        books: set[str],
+        trades: deque[Trade],
+        events: deque[IngestionEvent],
+        status: dict[str, Any] | None,
+    ) -> None:
+        assert self._client is not None  # start() made it
+        ttl = self._config.ttl_seconds
+        pipe = self._client.pipeline(transaction=False)
+        for symbol, quote in quotes.items():
+            pipe.set(l1_key(symbol), json.dumps(l1_body(quote)), ex=ttl)
+        for symbol in books:
+            pipe.set(l2_key(symbol), json.dumps(self._books[symbol].snapshot(symbol)), ex=ttl)
+        maxlen = self._config.trades_stream_maxlen
+        for trade in trades:
+            pipe.xadd(trades_key(trade.symbol), trade_fields(trade), maxlen=maxlen, approximate=True)
+        for event in events:
+            pipe.publish(EVENTS_CHANNEL, json.dumps(event_body(event)))
+        if status is not None:
+            pipe.set(STATUS_KEY, json.dumps(status, default=str), ex=self._config.status_ttl_seconds)
+        await pipe.execute()
+
+    def _status_body(self) -> dict[str, Any] | None:
+        if self._status_provider is None or time.monotonic() < self._next_status:
+            return None
+        self._next_status = time.monotonic() + self._config.status_interval_seconds
+        try:
+            return self._status_provider()
+        except Exception:
+            log.exception("status provider failed")
+            return None
+
+    async def _probe(self) -> None:
+        assert self._client is not None
+        try:
+            async with asyncio.timeout(self._config.socket_timeout_seconds * 2):
+                await self._client.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._last_error = repr(exc)
+            return
+        self._came_back()
+
+    # --- bookkeeping --------------------------------------------------------------------------------------
+    def _wrote(
+        self, quotes: dict[str, Quote], books: set[str], trades: deque[Trade], events: deque[IngestionEvent]
+    ) -> None:
+        now = self._now_ns()
+        writes = self._metrics.cache_writes
+        latency = self._metrics.latency_valkey
+        for quote in quotes.values():
+            latency.observe(max(now - quote.timestamp_ns, 0) / 1e9)
+        for symbol in books:
+            latency.observe(max(now - self._books[symbol].timestamp_ns, 0) / 1e9)
+        if trades:
+            latency.observe(max(now - trades[0].timestamp_ns, 0) / 1e9)
+        writes.labels(kind="l1").inc(len(quotes))
+        writes.labels(kind="l2").inc(len(books))
+        writes.labels(kind="trades").inc(len(trades))
+        writes.labels(kind="events").inc(len(events))
+        self._last_write_at = iso_utc(now)
+        if self._down_since is not None:
+            self._came_back()
+
+    def _count_dropped(self, count: int) -> None:
+        self._dropped += count
+        self._metrics.cache_dropped.inc(count)
+
+    def _went_down(self, exc: BaseException) -> None:
+        self._last_error = repr(exc)
+        if self._down_since is not None:
+            return
+        self._down_since = time.monotonic()
+        self._down_at = iso_utc(self._now_ns())
+        log.error("ALERT Valkey down: cache writes dropped until it returns", error=self._last_error)
+        self._bus.publish(
+            "valkey_down", f"Valkey unreachable ({self._last_error}); cache writes dropped", alert=True
+        )
+
+    def _came_back(self) -> None:
+        assert self._down_since is not None
+        seconds = time.monotonic() - self._down_since
+        self._down_since = None
+        self._down_at = None
+        log.info("Valkey restored", outage_seconds=round(seconds, 1), dropped=self._dropped)
+        detail = f"Valkey restored after {seconds:.1f} s; {self._dropped} cache writes dropped so far"
+        self._bus.publish("valkey_restored", detail, alert=True)

@@ -1,0 +1,194 @@
+"""The Valkey cache against a real server: keys, stream, channel, conflation, and an outage."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from sinks_helpers import BASE_NS, RecordingBus, depth, full_quote, trade
+
+from ingestion.config import ValkeyConfig
+from ingestion.events import IngestionEvent
+from ingestion.metrics import Metrics
+from ingestion.sinks.book import DepthBook
+from ingestion.sinks.valkey import ValkeyCache
+
+US = 1000
+
+
+@contextlib.asynccontextmanager
+async def running_cache(
+    config: ValkeyConfig, bus: RecordingBus | None = None, metrics: Metrics | None = None, **kwargs: Any
+) -> AsyncIterator[ValkeyCache]:
+    cache = ValkeyCache(config, bus or RecordingBus(), metrics or Metrics(), **kwargs)
+    await cache.start()
+    task = asyncio.create_task(cache.run())
+    try:
+        yield cache
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(5):
+            await cache.aclose()
+
+
+@pytest.fixture
+async def redis(valkey_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(valkey_url, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+async def poll(check: Any, within: float = 5.0) -> Any:
+    """Await ``check()`` every 10 ms until it returns something truthy."""
+    deadline = time.monotonic() + within
+    while not (value := await check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s")
+        await asyncio.sleep(0.01)
+    return value
+
+
+class TestLevelOne:
+    async def test_quote_is_written_as_json_with_a_ttl(
+        self, valkey_config: ValkeyConfig, redis: Redis
+    ) -> None:
+        """market:l1:<SYMBOL> holds the contract's JSON fields, timestamp in ns, and expires."""
+        async with running_cache(valkey_config) as cache:
+            cache.accept(full_quote("SPY", BASE_NS))
+            body = json.loads(await poll(lambda: redis.get("market:l1:SPY")))
+            ttl = await redis.ttl("market:l1:SPY")
+        assert body == {
+            "symbol": "SPY", "last": 100.0, "bid": 99.99, "ask": 100.01, "bid_size": 300.0,
+            "ask_size": 200.0, "volume": 1_000_000.0, "timestamp": BASE_NS,
+        }  # fmt: skip
+        assert 0 < ttl <= valkey_config.ttl_seconds
+
+    async def test_many_ticks_conflate_into_few_writes_of_the_latest(
+        self, valkey_config: ValkeyConfig, redis: Redis, metrics: Metrics
+    ) -> None:
+        """1000 ticks of one symbol in one burst: one or two writes, carrying the last tick."""
+        async with running_cache(valkey_config, metrics=metrics) as cache:
+            for i in range(1000):
+                cache.accept(full_quote("QQQ", BASE_NS + i * US, base=400 + i / 100))
+            await poll(lambda: _l1_timestamp_is(redis, "QQQ", BASE_NS + 999 * US))
+        writes = metrics.registry.get_sample_value("ingestion_valkey_writes_total", {"kind": "l1"})
+        assert writes is not None
+        assert writes <= 2
+
+
+class TestDepthBook:
+    @pytest.mark.parametrize(
+        ("operations", "expected_prices"),
+        [
+            ([("insert", 0, 10.0), ("insert", 0, 11.0)], [11.0, 10.0]),  # insert shifts down
+            ([("insert", 0, 10.0), ("insert", 1, 9.0), ("delete", 0, None)], [9.0]),  # delete shifts up
+            ([("insert", 0, 10.0), ("insert", 1, 9.0), ("update", 1, 9.5)], [10.0, 9.5]),  # update replaces
+            ([("delete", 3, None)], []),  # delete of a row never seen changes nothing
+            ([("update", 0, 10.0)], [10.0]),  # update of a row never seen adds it
+        ],
+    )
+    def test_position_operations_follow_ib(
+        self, operations: list[tuple[str, int, float | None]], expected_prices: list[float]
+    ) -> None:
+        """Insert at a position shifts rows down, delete shifts them up, update replaces in place."""
+        book = DepthBook()
+        for ts, (operation, position, price) in enumerate(operations):
+            book.apply(depth("SPY", ts, position=position, operation=operation, side="bid", price=price))
+        assert [level[0] for level in book.bids] == expected_prices
+        assert book.asks == []
+
+    def test_book_never_grows_past_its_row_limit(self) -> None:
+        """Inserts beyond the deepest row IB serves push the last rows out."""
+        book = DepthBook(max_rows=5)
+        for i in range(20):
+            book.apply(depth("SPY", i, position=0, price=float(i)))
+        assert [level[0] for level in book.bids] == [19.0, 18.0, 17.0, 16.0, 15.0]
+
+    async def test_l2_key_holds_the_current_book(self, valkey_config: ValkeyConfig, redis: Redis) -> None:
+        """market:l2:<SYMBOL> is the book after all updates: [price, size, market_maker] per row."""
+        async with running_cache(valkey_config) as cache:
+            cache.accept(depth("IWM", BASE_NS, position=0, side="bid", price=220.0, mm="ARCA"))
+            cache.accept(depth("IWM", BASE_NS + 1, position=0, side="ask", price=220.1, mm="NSDQ"))
+            cache.accept(depth("IWM", BASE_NS + 2, position=1, side="bid", price=219.9, mm="BATS"))
+            body = json.loads(await poll(lambda: redis.get("market:l2:IWM")))
+        assert body == {
+            "symbol": "IWM",
+            "timestamp": BASE_NS + 2,
+            "bids": [[220.0, 100.0, "ARCA"], [219.9, 100.0, "BATS"]],
+            "asks": [[220.1, 100.0, "NSDQ"]],
+        }
+
+
+class TestTrades:
+    async def test_every_trade_lands_in_the_stream_in_order(
+        self, valkey_config: ValkeyConfig, redis: Redis
+    ) -> None:
+        """market:trades:<SYMBOL> receives every trade, oldest first, with its fields."""
+        async with running_cache(valkey_config) as cache:
+            for i in range(250):
+                cache.accept(trade("DIA", BASE_NS + i * US, price=400 + i))
+            await poll(lambda: _equals(redis.xlen("market:trades:DIA"), 250))
+            entries = await redis.xrange("market:trades:DIA")
+        assert [float(fields["price"]) for _, fields in entries] == [400.0 + i for i in range(250)]
+        assert entries[0][1]["source"] == "tick_by_tick"
+
+    async def test_stream_is_capped_near_its_maxlen(self, valkey_config: ValkeyConfig, redis: Redis) -> None:
+        """With MAXLEN ~ 100, 2000 trades leave about a hundred entries, never all of them."""
+        config = valkey_config.model_copy(update={"trades_stream_maxlen": 100})
+        async with running_cache(config) as cache:
+            for i in range(2000):
+                cache.accept(trade("XLF", BASE_NS + i * US))
+            await poll(lambda: redis.exists("market:trades:XLF"))
+            await asyncio.sleep(0.1)  # let a second cycle run; the cap is what is being checked
+            length = await redis.xlen("market:trades:XLF")
+        assert 100 <= length < 2000
+
+
+class TestStatusAndEvents:
+    async def test_status_key_is_refreshed_with_a_short_ttl(
+        self, valkey_config: ValkeyConfig, redis: Redis
+    ) -> None:
+        """ingestion:status holds the status provider's body and expires after status_ttl_seconds."""
+        health = {"status": "healthy", "service": "data-ingestion"}
+        async with running_cache(valkey_config, status_provider=lambda: health):
+            body = json.loads(await poll(lambda: redis.get("ingestion:status")))
+            ttl = await redis.ttl("ingestion:status")
+        assert body == health
+        assert 0 < ttl <= valkey_config.status_ttl_seconds
+
+    async def test_published_event_reaches_subscribers(
+        self, valkey_config: ValkeyConfig, redis: Redis
+    ) -> None:
+        """publish_event() sends {"event","at","detail"} on ingestion:events, with at in ISO 8601 UTC."""
+        pubsub = redis.pubsub()
+        await pubsub.subscribe("ingestion:events")
+        await pubsub.get_message(timeout=1)  # the subscribe confirmation
+        async with running_cache(valkey_config) as cache:
+            cache.publish_event(
+                IngestionEvent(BASE_NS, "ibkr_connection_lost", "IBKR Connection Lost", alert=True)
+            )
+            message = await poll(lambda: pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05))
+        await pubsub.aclose()
+        assert json.loads(message["data"]) == {
+            "event": "ibkr_connection_lost",
+            "at": "2026-11-23T14:29:00.000Z",
+            "detail": "IBKR Connection Lost",
+        }
+
+
+async def _equals(awaitable: Any, expected: Any) -> bool:
+    return await awaitable == expected
+
+
+async def _l1_timestamp_is(redis: Redis, symbol: str, timestamp: int) -> bool:
+    raw = await redis.get(f"market:l1:{symbol}")
+    return raw is not None and json.loads(raw)["timestamp"] == timestamp
