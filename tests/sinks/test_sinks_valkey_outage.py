@@ -1,0 +1,99 @@
+"""Valkey stopped mid-stream: QuestDB rows keep flowing at the same rate and the cache catches up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+from sinks_helpers import BASE_NS, ConfigFactory, RecordingBus, eventually, full_quote, running_writer
+
+from ingestion.config import ValkeyConfig
+from ingestion.metrics import Metrics
+from ingestion.sinks.questdb import QuestDBWriter
+from ingestion.sinks.valkey import ValkeyCache
+from questdb_double import QuestDBDouble
+
+US = 1000
+
+
+class Feed:
+    """Quotes at a steady pace into both sinks, as the pipeline would hand them over."""
+
+    def __init__(self, writer: QuestDBWriter, cache: ValkeyCache) -> None:
+        self.writer = writer
+        self.cache = cache
+        self.sent = 0
+        self.slowest_accept = 0.0
+
+    async def run(self, seconds: float, per_tick: int = 20, tick: float = 0.01) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for _ in range(per_tick):
+                quote = full_quote("SPY", BASE_NS + self.sent * US, base=100 + self.sent % 50)
+                started = time.perf_counter()
+                self.writer.accept(quote)
+                self.cache.accept(quote)
+                self.slowest_accept = max(self.slowest_accept, time.perf_counter() - started)
+                self.sent += 1
+            await asyncio.sleep(tick)
+
+
+async def rows_per_second(qdb: QuestDBDouble, seconds: float) -> float:
+    before = qdb.row_count("market_data_l1")
+    await asyncio.sleep(seconds)  # a measuring window, not a wait for a condition
+    return (qdb.row_count("market_data_l1") - before) / seconds
+
+
+async def cached_timestamp(url: str) -> int | None:
+    client = Redis.from_url(url)
+    try:
+        raw = await client.get("market:l1:SPY")
+    finally:
+        await client.aclose()
+    return json.loads(raw)["timestamp"] if raw else None
+
+
+async def test_valkey_outage_does_not_slow_questdb_and_the_cache_catches_up(
+    qdb: QuestDBDouble, make_config: ConfigFactory, restartable_valkey: Any
+) -> None:
+    """1. stream into both sinks; 2. stop Valkey: QuestDB's row rate holds, cache writes are dropped
+    and counted; 3. restart Valkey: the cache holds the latest quote again; one down and one restored
+    alert were published."""
+    bus = RecordingBus()
+    metrics = Metrics()
+    config = ValkeyConfig(url=restartable_valkey.url, conflation_ms=20, socket_timeout_seconds=0.5)
+    cache = ValkeyCache(config, bus, metrics)
+    await cache.start()
+    cache_task = asyncio.create_task(cache.run())
+    try:
+        async with running_writer(make_config(), metrics=metrics) as writer:
+            feed = Feed(writer, cache)
+            feeding = asyncio.create_task(feed.run(seconds=3.5))
+            await eventually(lambda: qdb.row_count("market_data_l1") > 200, what="rows flowing")
+            rate_before = await rows_per_second(qdb, 0.7)
+            await asyncio.to_thread(restartable_valkey.stop)
+            await eventually(lambda: cache.status().state == "down", what="the cache to notice")
+            rate_during = await rows_per_second(qdb, 0.7)
+            await asyncio.to_thread(restartable_valkey.start)
+            await feeding
+            await eventually(lambda: cache.status().state == "ok", what="the cache to reconnect")
+            last = BASE_NS + (feed.sent - 1) * US
+            deadline = time.monotonic() + 5
+            while await cached_timestamp(restartable_valkey.url) != last:
+                assert time.monotonic() < deadline, "the cache never caught up"
+                await asyncio.sleep(0.02)
+            await eventually(lambda: qdb.row_count("market_data_l1") == feed.sent, what="every row")
+    finally:
+        cache_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cache_task
+        await cache.aclose()
+    assert rate_during >= 0.8 * rate_before
+    assert feed.slowest_accept < 0.005
+    assert metrics.registry.get_sample_value("ingestion_valkey_dropped_total") > 0
+    assert [e.event for e in bus.published] == ["valkey_down", "valkey_restored"]
+    assert all(e.alert for e in bus.published)
