@@ -28,7 +28,8 @@ from ingestion.config import (
     SymbolConfig,
     ValkeyConfig,
 )
-from ingestion.simulator.server import Simulator
+from ingestion.simulator.config import SimulatorConfig
+from ingestion.simulator.server import Simulator, running_simulator
 from questdb_double import QuestDBDouble  # tests/ is on sys.path: the root conftest lives there
 
 if TYPE_CHECKING:
@@ -205,3 +206,20 @@ async def http_clients(
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{sim.control_port}", timeout=5) as control,
     ):
         yield api, control
+
+
+@asynccontextmanager
+async def module_stack(
+    spool_dir: Path,
+    valkey_url: str,
+    webhooks: tuple[str, ...] = (),
+    questdb: dict[str, Any] | None = None,
+) -> AsyncIterator[DaemonStack]:
+    """Simulator + daemon (QuestDB double, Valkey) + HTTP clients, connected and ticking."""
+    with QuestDBDouble() as qdb:
+        async with running_simulator(SimulatorConfig(port=0, control_port=0, rate=SIM_RATE)) as sim:
+            settings = stack_settings(sim, qdb, spool_dir, valkey_url, webhooks, questdb)
+            async with running_daemon(settings) as daemon, http_clients(daemon, sim) as (api, control):
+                stack = DaemonStack(daemon, sim, qdb, api, control)
+                await stack.health_where(connected_and_ticking, 20, "connected, with ticks")
+                yield stack

@@ -13,19 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_stack import (
-    SIM_RATE,
-    DaemonStack,
-    StackFactory,
-    connected_and_ticking,
-    http_clients,
-    running_daemon,
-    stack_settings,
-)
-
-from ingestion.simulator.config import SimulatorConfig
-from ingestion.simulator.server import running_simulator
-from questdb_double import QuestDBDouble
+from api_stack import DaemonStack, StackFactory, module_stack
 
 
 @pytest.fixture
@@ -39,13 +27,7 @@ def daemon_stack(tmp_path: Path, valkey_url: str) -> StackFactory:
         valkey: str | None = None,
         questdb: dict[str, Any] | None = None,
     ) -> AsyncIterator[DaemonStack]:
-        with QuestDBDouble() as qdb:
-            async with running_simulator(SimulatorConfig(port=0, control_port=0, rate=SIM_RATE)) as sim:
-                spool = tmp_path / "spool"
-                settings = stack_settings(sim, qdb, spool, valkey or valkey_url, webhooks, questdb)
-                async with running_daemon(settings) as daemon, http_clients(daemon, sim) as (api, control):
-                    stack = DaemonStack(daemon, sim, qdb, api, control)
-                    await stack.health_where(connected_and_ticking, 20, "connected, with ticks")
-                    yield stack
+        async with module_stack(tmp_path / "spool", valkey or valkey_url, webhooks, questdb) as stack:
+            yield stack
 
     return make
