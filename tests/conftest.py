@@ -13,19 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from ports import free_port
+
 VALKEY_URL_VARIABLE = "INGESTION_TEST_VALKEY_URL"
 INSTALL_HINT = (
     "No Valkey-protocol server found: tests need a real `valkey-server` or `redis-server` binary. "
     "Install one (Debian/Ubuntu: `apt-get install redis-server` or `apt-get install valkey-server`; "
     "macOS: `brew install valkey`), or point INGESTION_TEST_VALKEY_URL at a running server."
 )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ValkeyServer:

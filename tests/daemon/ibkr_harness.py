@@ -1,17 +1,15 @@
-"""Test harness: a real IBKR stack (supervisor, registry, normaliser, pipeline) against the project's simulator."""
+"""Test harness: the daemon's IBKR side (supervisor, registry, normaliser, pipeline) on the simulator."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import pytest
 
 from ingestion.bus import EventBus
 from ingestion.config import BackoffConfig, IbkrConfig, LimitsConfig, Settings, SymbolConfig
@@ -23,9 +21,10 @@ from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.ibkr.supervisor import ConnectionSupervisor
 from ingestion.metrics import Metrics
 from ingestion.pipeline import Pipeline
-from ingestion.sinks.base import SinkStatus
 from ingestion.simulator.config import SimulatorConfig
 from ingestion.simulator.server import Simulator, running_simulator
+from ingestion.sinks.base import SinkStatus
+from waiting import wait_for  # noqa: F401 - re-exported for the daemon tests
 
 
 @dataclass
@@ -93,20 +92,6 @@ class Stack:
         return [e for e in self.bus_events if e.event == name]
 
 
-async def wait_for(condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> float:
-    """Poll ``condition`` until true; returns the seconds it took, fails the test after ``timeout``."""
-    started = time.monotonic()
-    while True:
-        result = condition()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def fast_settings(port: int, **overrides: Any) -> Settings:
     ibkr = IbkrConfig(
         host="127.0.0.1",
@@ -140,7 +125,11 @@ async def ibkr_stack(
         pipeline = Pipeline([sink], metrics, bus, chosen.pipeline.queue_size)
         normaliser = Normaliser(registry, pipeline.put, ReceiveClock(), metrics)
         supervisor = ConnectionSupervisor(
-            chosen.ibkr, state, registry, normaliser, backoff=ExponentialBackoff.from_config(chosen.ibkr.reconnect)
+            chosen.ibkr,
+            state,
+            registry,
+            normaliser,
+            backoff=ExponentialBackoff.from_config(chosen.ibkr.reconnect),
         )
         tasks = [asyncio.create_task(pipeline.run())]
         if start_supervisor:

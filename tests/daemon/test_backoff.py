@@ -10,7 +10,9 @@ from ingestion.config import BackoffConfig
 from ingestion.ibkr.backoff import ExponentialBackoff
 
 
-@pytest.mark.parametrize(("failures", "delay"), [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (1000, 10.0)])
+@pytest.mark.parametrize(
+    ("failures", "delay"), [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (1000, 10.0)]
+)
 def test_doubles_from_initial_to_the_cap(failures: int, delay: float) -> None:
     """1, 2, 4, 8, then the 10 s cap forever (no overflow after many failures)."""
     assert ExponentialBackoff(1.0, 10.0, jitter=0).compute(failures) == delay

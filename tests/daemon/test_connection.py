@@ -8,6 +8,7 @@ import time
 import tracemalloc
 
 import pytest
+from ibkr_harness import CountingSink, fast_settings, ibkr_stack, wait_for
 
 from ingestion.bus import EventBus
 from ingestion.events import ReceiveClock
@@ -19,8 +20,6 @@ from ingestion.ibkr.supervisor import ConnectionSupervisor
 from ingestion.metrics import Metrics
 from ingestion.simulator.config import SimulatorConfig
 from ingestion.simulator.server import running_simulator
-
-from ibkr_harness import CountingSink, fast_settings, ibkr_stack, wait_for
 
 EXPECTED_COUNTS = {"active": 33, "pending": 0, "rejected": 0, "skipped": 12}
 
@@ -39,7 +38,9 @@ async def test_gateway_down_at_start_then_up_30s_later() -> None:
     daemon is connected and fully subscribed within one backoff step (the 10 s cap)."""
     port = unused_port()
     settings = fast_settings(port)
-    settings = settings.model_copy(update={"ibkr": settings.ibkr.model_copy(update={"reconnect": type(settings.ibkr.reconnect)()})})
+    settings = settings.model_copy(
+        update={"ibkr": settings.ibkr.model_copy(update={"reconnect": type(settings.ibkr.reconnect)()})}
+    )
     bus, metrics = EventBus(), Metrics()
     state = ConnectionState(bus, metrics, "127.0.0.1", port)
     registry = SubscriptionRegistry(settings, bus, metrics, settle_seconds=1.0)
@@ -102,7 +103,12 @@ async def test_a_30s_silence_is_detected_by_the_heartbeat_and_recovered() -> Non
         silenced = time.monotonic()
         await stack.post("/silence?seconds=30")
         detected = await wait_for(lambda: stack.state.status != "connected", 5, "heartbeat detection")
-        assert detected <= stack.settings.ibkr.heartbeat_interval_seconds + stack.settings.ibkr.heartbeat_timeout_seconds + 1
+        assert (
+            detected
+            <= stack.settings.ibkr.heartbeat_interval_seconds
+            + stack.settings.ibkr.heartbeat_timeout_seconds
+            + 1
+        )
         (lost,) = stack.events_named("connection_lost")
         assert "heartbeat" in lost.detail
         await wait_for(lambda: stack.state.status == "connected", 40, "recovery after the silence")

@@ -31,7 +31,9 @@ async def test_trades_and_depth_reaching_the_sink_equal_the_simulators_counts() 
 
         expected = {s: (expected_trades(s), sent[s]["depth"]) for s in stack.registry.streams}
         await wait_for(
-            lambda: {s: (stack.sink.trades[s], stack.sink.depth[s]) for s in expected} == expected, 10, "catch-up"
+            lambda: {s: (stack.sink.trades[s], stack.sink.depth[s]) for s in expected} == expected,
+            10,
+            "catch-up",
         )
         assert sum(t for t, _ in expected.values()) > 1000, "the run carried real volume"
         assert sum(d for _, d in expected.values()) > 1000

@@ -18,7 +18,8 @@ async def test_1100_marks_ib_connectivity_lost_and_degraded() -> None:
         assert stack.state.status == "connected"
         assert stack.state.degraded_reasons == ["IB connectivity lost (1100)"]
         (event,) = stack.events_named("ib_connectivity_lost")
-        assert event.alert and event.code == 1100
+        assert event.alert
+        assert event.code == 1100
 
 
 async def test_1101_resubscribes_everything() -> None:

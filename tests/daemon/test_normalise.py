@@ -6,7 +6,7 @@ import math
 from datetime import UTC, datetime
 
 import pytest
-from ib_async import Stock, Ticker, TickAttribLast, TickByTickAllLast, TickData
+from ib_async import Stock, TickAttribLast, TickByTickAllLast, TickData, Ticker
 from ib_async.objects import MktDepthData
 
 from ingestion.bus import EventBus
@@ -53,7 +53,11 @@ def test_each_level1_tick_gives_one_quote_with_the_full_top_of_book() -> None:
     """Three L1 ticks in one socket read give three quotes, each showing the book after its tick."""
     normaliser, events, _ = make_normaliser()
     normaliser.on_pending_tickers(
-        [ticker(ticks=[TickData(T0, 1, 600.01, 300), TickData(T0, 2, 600.03, 200), TickData(T0, 8, -1, 12345)])]
+        [
+            ticker(
+                ticks=[TickData(T0, 1, 600.01, 300), TickData(T0, 2, 600.03, 200), TickData(T0, 8, -1, 12345)]
+            )
+        ]
     )
     assert [type(e) for e in events] == [Quote, Quote, Quote]
     first, second, third = events
@@ -102,7 +106,12 @@ def test_tick_by_tick_trades_keep_exchange_time_and_flags() -> None:
     (event,) = events
     assert isinstance(event, Trade)
     assert event.exchange_time_ns == int(exchange_time.timestamp()) * 1_000_000_000
-    assert (event.exchange, event.conditions, event.past_limit, event.unreported) == ("ARCA", "I", True, False)
+    assert (event.exchange, event.conditions, event.past_limit, event.unreported) == (
+        "ARCA",
+        "I",
+        True,
+        False,
+    )
     assert event.source == "tick_by_tick"
 
 

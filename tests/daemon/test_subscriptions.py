@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ibkr_harness import fast_settings, ibkr_stack, limits, universe, wait_for
+from ibkr_harness import fast_settings, ibkr_stack, universe, wait_for
 
 from ingestion.simulator.config import SimulatorConfig
 
@@ -21,7 +21,9 @@ async def test_default_plan_gives_scarce_lines_in_priority_order() -> None:
     """Under the default limits: depth for SPY, QQQ, IWM; tick-by-tick for the same three; the
     other 12 symbols get time & sales from RTVolume and their depth is skipped_limit."""
     async with ibkr_stack() as stack:
-        await wait_for(lambda: stack.registry.counts()["pending"] == 0 and stack.state.status == "connected", 10, "")
+        await wait_for(
+            lambda: stack.registry.counts()["pending"] == 0 and stack.state.status == "connected", 10, ""
+        )
         l2 = states(stack, "l2")
         assert [s for s, state in l2.items() if state == "active"] == ["SPY", "QQQ", "IWM"]
         assert sum(state == "skipped_limit" for state in l2.values()) == 12
@@ -49,8 +51,12 @@ async def test_tick_by_tick_limit_reply_10190_falls_back_to_rtvolume() -> None:
     """A 10190 reply keeps the symbol's time & sales alive from RTVolume, and says why."""
     settings = lambda port: fast_settings(port, universe=universe("SPY", "QQQ", "IWM"))  # noqa: E731
     async with ibkr_stack(sim(max_tick_by_tick=2), settings=settings) as stack:
-        await wait_for(lambda: stack.sink.trade_sources["IWM", "rtvolume"] > 0, 10, "IWM trades from RTVolume")
-        entry = next(e for e in stack.registry.entries() if e.symbol == "IWM" and e.data_type == "time_and_sales")
+        await wait_for(
+            lambda: stack.sink.trade_sources["IWM", "rtvolume"] > 0, 10, "IWM trades from RTVolume"
+        )
+        entry = next(
+            e for e in stack.registry.entries() if e.symbol == "IWM" and e.data_type == "time_and_sales"
+        )
         assert (entry.state, entry.source, entry.error_code) == ("active", "rtvolume", 10190)
         assert stack.sink.trade_sources["SPY", "tick_by_tick"] > 0
 
@@ -67,7 +73,9 @@ async def test_unknown_symbol_is_invalid_and_the_rest_go_on() -> None:
     """A symbol IB does not know (200) is invalid_symbol for every data type; others subscribe."""
     settings = lambda port: fast_settings(port, universe=universe("SPY", "NOPE", "QQQ"))  # noqa: E731
     async with ibkr_stack(settings=settings) as stack:
-        await wait_for(lambda: stack.registry.counts()["pending"] == 0 and stack.state.status == "connected", 10, "")
+        await wait_for(
+            lambda: stack.registry.counts()["pending"] == 0 and stack.state.status == "connected", 10, ""
+        )
         assert {e.state for e in stack.registry.entries() if e.symbol == "NOPE"} == {"invalid_symbol"}
         assert states(stack, "l2") == {"SPY": "active", "NOPE": "invalid_symbol", "QQQ": "active"}
         assert stack.registry.symbols_subscribed() == 2

@@ -12,7 +12,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 
-def ingestion(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def ingestion(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTION", "IBKR_", "FRED_", "LOG_"))}
     return subprocess.run(
         [sys.executable, "-m", "ingestion.cli", *args],

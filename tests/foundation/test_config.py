@@ -37,7 +37,11 @@ class TestShippedConfig:
     def test_shipped_file_is_valid_and_matches_the_contract_defaults(self) -> None:
         """config/config.yaml loads, with IBKR at host.docker.internal:4002, client id 10 and the 15 ETFs."""
         settings = load_settings(SHIPPED_CONFIG, {})
-        assert (settings.ibkr.host, settings.ibkr.port, settings.ibkr.client_id) == ("host.docker.internal", 4002, 10)
+        assert (settings.ibkr.host, settings.ibkr.port, settings.ibkr.client_id) == (
+            "host.docker.internal",
+            4002,
+            10,
+        )
         assert settings.symbols == DEFAULT_UNIVERSE
         assert settings.api.port == 8500
         assert settings.questdb.http_port == 9000
@@ -46,7 +50,9 @@ class TestShippedConfig:
         """The shipped file is complete: every key the models know appears in it, so it documents them all."""
         shipped = yaml.safe_load(SHIPPED_CONFIG.read_text())
         defaults = Settings().model_dump(mode="json")
-        missing = [path for path in _key_paths(defaults) if not _has_path(shipped, path) and path[0] != "universe"]
+        missing = [
+            path for path in _key_paths(defaults) if not _has_path(shipped, path) and path[0] != "universe"
+        ]
         assert missing == []
 
     def test_shipped_values_equal_the_model_defaults(self) -> None:
@@ -106,7 +112,12 @@ class TestProblems:
         """Four independent mistakes give four lines, not the first one only."""
         text = "ibkr:\n  port: 0\n  client_id: x\n  hots: a\nuniverse: []\n"
         lines = problems_for(write(tmp_path, text))
-        assert [line.split(":")[0] for line in lines] == ["ibkr.port", "ibkr.client_id", "ibkr.hots", "universe"]
+        assert [line.split(":")[0] for line in lines] == [
+            "ibkr.port",
+            "ibkr.client_id",
+            "ibkr.hots",
+            "universe",
+        ]
 
     def test_bad_symbol_is_located_by_index(self, tmp_path: Path) -> None:
         """A bad entry inside the universe list is named by its position."""
@@ -198,7 +209,11 @@ class TestEnvironment:
         """Precedence: defaults < YAML < environment."""
         path = write(tmp_path, "ibkr:\n  port: 4001\n  client_id: 3\n")
         settings = load_settings(path, {"IBKR_CLIENT_ID": "4"})
-        assert (settings.ibkr.host, settings.ibkr.port, settings.ibkr.client_id) == ("host.docker.internal", 4001, 4)
+        assert (settings.ibkr.host, settings.ibkr.port, settings.ibkr.client_id) == (
+            "host.docker.internal",
+            4001,
+            4,
+        )
 
     def test_bad_environment_value_names_the_variable(self, tmp_path: Path) -> None:
         """A bad override says which variable it came from."""
@@ -214,8 +229,7 @@ class TestMasking:
     def test_masked_dump_hides_every_secret(self, tmp_path: Path) -> None:
         """The FRED key, QuestDB password, webhook URLs and the Valkey password never appear."""
         text = (
-            "questdb:\n  password: qpass-123\n"
-            "alerts:\n  webhooks: ['https://hooks.example/T0/hook-secret']\n"
+            "questdb:\n  password: qpass-123\nalerts:\n  webhooks: ['https://hooks.example/T0/hook-secret']\n"
         )
         env = {"FRED_API_KEY": "fredkey-456", "VALKEY_URL": "redis://:valkey-pw@cache:6379/0"}
         dumped = str(masked_dump(load_settings(write(tmp_path, text), env)))

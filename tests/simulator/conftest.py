@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 
 import httpx
 import pytest
+from sim_support import BASE_CONFIG, SimFactory
 
-from ingestion.simulator.config import SimulatorConfig
 from ingestion.simulator.server import Simulator, running_simulator
-
-BASE_CONFIG = SimulatorConfig(port=0, control_port=0, rate=20_000.0)
-
-SimFactory = Callable[..., AbstractAsyncContextManager[Simulator]]
 
 
 @pytest.fixture
@@ -40,11 +35,3 @@ async def control(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the simulator's control API."""
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sim.control_port}", timeout=5) as client:
         yield client
-
-
-async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll ``predicate`` every 10 ms until true; fail the test after ``within`` seconds."""
-    async with asyncio.timeout(within):
-        # Polling, not an Event: the state lives in client libraries that offer no hook for it.
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from ib_async import IB, Stock
+from sim_support import wait_until
 
-from conftest import wait_until
 from ingestion.simulator.server import Simulator
 
 CLIENT_ID = 21

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from sim_support import SimFactory, wait_until
 from simulator_wire import (
     WireClient,
     frame,
@@ -15,8 +16,6 @@ from simulator_wire import (
     split_frames,
     start_api,
 )
-
-from conftest import SimFactory, wait_until
 
 SCRIPT = b"".join(
     [

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from ib_insync import IB, Stock
+from sim_support import SimFactory, wait_until
 
-from conftest import SimFactory, wait_until
 from ingestion.simulator.contracts import DEFAULT_ETFS
 from ingestion.simulator.server import Simulator
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from ib_async import IB, Stock
+from sim_support import SimFactory
 from simulator_wire import WireClient, frame, handshake, split_frames, start_api
 
-from conftest import SimFactory
 from ingestion.simulator.contracts import DEFAULT_ETFS
 from ingestion.simulator.server import Simulator
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sim_support import wait_until
 from simulator_wire import (
     WireClient,
     frame,
@@ -12,7 +13,6 @@ from simulator_wire import (
     start_api,
 )
 
-from conftest import wait_until
 from ingestion.simulator.server import Simulator
 
 

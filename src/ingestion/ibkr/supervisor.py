@@ -85,7 +85,7 @@ class ConnectionSupervisor:
             while True:
                 try:
                     await self._attempt()
-                except Exception:  # noqa: BLE001 - the loop outlives any one attempt's bug
+                except Exception:  # the loop outlives any one attempt's bug: log it, reconnect
                     log.exception("unexpected error in the connection supervisor; reconnecting")
                     if self._ib is not None:
                         self._state.lost("internal error, see the previous log line")
