@@ -221,6 +221,7 @@ class Catalogue:
     def __init__(self) -> None:
         self.tables: dict[str, Table] = {}
         self.sqlite = sqlite3.connect(":memory:", check_same_thread=False)
+        self._mirrored_columns: dict[str, set[str]] = {}
 
     def create(self, sql: str) -> None:
         table, if_not_exists = _parse_create(sql)
@@ -289,10 +290,11 @@ class Catalogue:
         self._mirror(table, row)
 
     def _mirror(self, table: Table, row: dict[str, Any]) -> None:
-        for name in row:
-            if name not in self._sqlite_columns(table.name):
-                kind = _SQLITE_TYPES.get(table.columns[name], "TEXT")
-                self.sqlite.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{name}" {kind}')
+        known = self._mirrored_columns.setdefault(table.name, self._sqlite_columns(table.name))
+        for name in row.keys() - known:
+            kind = _SQLITE_TYPES.get(table.columns[name], "TEXT")
+            self.sqlite.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{name}" {kind}')
+            known.add(name)
         values = [
             _iso(v) if table.columns.get(k) == "TIMESTAMP" and v is not None else v for k, v in row.items()
         ]
