@@ -63,16 +63,22 @@ ENVIRONMENT_KEYS: Mapping[str, tuple[str, ...]] = {
 class _Section(BaseModel):
     """Base of every config model: immutable, and unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True
+    )
 
 
 class BackoffConfig(_Section):
     """Capped exponential backoff with jitter, for reconnecting to the gateway."""
 
     initial_seconds: PositiveSeconds = 1.0
+    """First delay after a failed attempt."""
     max_seconds: PositiveSeconds = 10.0
+    """Cap of the delay: the daemon retries forever at most this far apart."""
     multiplier: Annotated[float, Field(ge=1.0)] = 2.0
+    """Growth of the delay per failed attempt."""
     jitter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
+    """Random spread of each delay as a fraction (0.2 = +/- 20 %), drawn fresh every attempt."""
 
     @model_validator(mode="after")
     def _initial_not_above_max(self) -> BackoffConfig:
@@ -84,26 +90,42 @@ class BackoffConfig(_Section):
 
 class IbkrConfig(_Section):
     host: Annotated[str, Field(min_length=1)] = "host.docker.internal"
+    """Where IB Gateway or TWS listens."""
     port: Port = 4002
+    """API port: Gateway live 4001, paper 4002; TWS live 7496, paper 7497."""
     client_id: Annotated[int, Field(ge=0, le=2_147_483_647)] = 10
+    """Unique among the API clients of one gateway (else error 326)."""
     readonly: bool = True
+    """Connect read-only, as the gateway's "Read-Only API" setting expects."""
     account: str = ""
+    """Account to use when the login manages several; empty for the only one."""
     connect_timeout_seconds: PositiveSeconds = 10.0
+    """TCP connect plus API handshake; a handshake that never completes usually means an untrusted IP."""
     reconnect: BackoffConfig = BackoffConfig()
+    """Delays between connection attempts."""
     heartbeat_interval_seconds: PositiveSeconds = 5.0
+    """How often reqCurrentTime probes the connection."""
     heartbeat_timeout_seconds: PositiveSeconds = 5.0
+    """A probe unanswered this long declares the connection dead (silent stall) and reconnects."""
     market_data_type: Literal["live", "frozen", "delayed", "delayed_frozen"] = "live"
+    """reqMarketDataType: live, or IB's frozen/delayed fallbacks."""
 
 
 class SymbolConfig(_Section):
     """One instrument of the universe. In YAML a bare string ``SPY`` means STK/SMART/USD, all data."""
 
     symbol: Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9 .\-]{0,19}$")]
+    """IB symbol, upper case."""
     sec_type: Literal["STK"] = "STK"
+    """Security type (stocks and ETFs)."""
     exchange: Annotated[str, Field(min_length=1)] = "SMART"
+    """Routing exchange; SMART aggregates every venue."""
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    """ISO currency code."""
     primary_exchange: str | None = None
+    """Listing exchange, to disambiguate a symbol listed in several places."""
     data: Annotated[tuple[DataType, ...], Field(min_length=1)] = ALL_DATA_TYPES
+    """Data types to collect: l1 (quotes), l2 (market depth), time_and_sales."""
 
     @model_validator(mode="before")
     @classmethod
@@ -129,43 +151,72 @@ class LimitsConfig(_Section):
     """IB's scarce lines, handed out in universe priority order (see ibkr/subscriptions.py)."""
 
     max_depth_books: Annotated[int, Field(ge=0, le=100)] = 3
+    """Depth books IB allows this account (3 by default); handed out in universe order."""
     max_tick_by_tick: Annotated[int, Field(ge=0, le=100)] = 3
+    """Tick-by-tick streams IB allows; other symbols get time & sales from RTVolume."""
     max_market_data_lines: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """Level 1 lines of the account (error 101 beyond)."""
     depth_rows: Annotated[int, Field(ge=1, le=50)] = 10
+    """Rows per side of each depth book."""
     smart_depth: bool = True
+    """Aggregate depth across exchanges (SMART depth)."""
 
 
 class SpoolConfig(_Section):
     dir: Path = Path("/var/lib/ingestion/spool")
+    """Where rows wait on disk while QuestDB cannot take them (FRED keeps its state here too)."""
     max_bytes: Annotated[int, Field(ge=1 << 20)] = 2 << 30
+    """Spool size cap; only beyond it are the oldest rows dropped, counted and alerted."""
     segment_bytes: Annotated[int, Field(ge=1 << 16)] = 64 << 20
+    """Size of one append-only segment file."""
     fsync: Literal["always", "interval", "never"] = "interval"
+    """When spooled rows are forced to disk: every write, every interval, or left to the OS."""
     fsync_interval_seconds: PositiveSeconds = 1.0
+    """The interval of fsync: interval."""
 
 
 class QuestDBConfig(_Section):
     host: Annotated[str, Field(min_length=1)] = "questdb"
+    """QuestDB host."""
     http_port: Port = 9000
+    """ILP over HTTP (/write) and SQL (/exec)."""
     protocol: Literal["http", "tcp"] = "http"
+    """ILP transport: http (acknowledged, transactional) or tcp."""
     ilp_tcp_port: Port = 9009
+    """ILP/TCP port, with protocol: tcp."""
     username: str | None = None
+    """HTTP basic auth user (QuestDB Enterprise or a proxy)."""
     password: SecretStr | None = None
+    """HTTP basic auth password (secret)."""
     token: SecretStr | None = None
+    """Bearer token (secret)."""
     flush_interval_ms: Annotated[int, Field(ge=1, le=60_000)] = 100
+    """Flush at least this often."""
     flush_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    """Flush as soon as this many rows are pending."""
     request_timeout_seconds: PositiveSeconds = 10.0
+    """A write or query slower than this counts as failed (its rows are spooled)."""
     retry_interval_seconds: PositiveSeconds = 2.0
+    """While QuestDB is down: how often to probe it again."""
     spool: SpoolConfig = SpoolConfig()
+    """The on-disk spool."""
 
 
 class ValkeyConfig(_Section):
     url: SecretStr = SecretStr("redis://valkey:6379/0")
+    """Valkey (or Redis) URL; a password goes in it and is masked in output."""
     ttl_seconds: Annotated[int, Field(ge=1)] = 300
+    """market:l1:* and market:l2:* expire when no update comes for this long."""
     conflation_ms: Annotated[int, Field(ge=1, le=60_000)] = 50
+    """At most one cache write per symbol per interval, carrying the latest state."""
     trades_stream_maxlen: Annotated[int, Field(ge=1)] = 1000
+    """market:trades:<SYMBOL> keeps about this many recent trades."""
     status_interval_seconds: PositiveSeconds = 5.0
+    """How often ingestion:status is refreshed."""
     status_ttl_seconds: Annotated[int, Field(ge=1)] = 15
+    """Expiry of ingestion:status, so a dead daemon's status disappears."""
     socket_timeout_seconds: PositiveSeconds = 2.0
+    """A cache command slower than this counts as an outage."""
 
     @model_validator(mode="after")
     def _status_outlives_its_refresh(self) -> ValkeyConfig:
@@ -177,11 +228,17 @@ class ValkeyConfig(_Section):
 
 class FredConfig(_Section):
     api_key: SecretStr | None = None
+    """FRED API key (secret); without one FRED is disabled with one warning."""
     series: tuple[Annotated[str, Field(pattern=r"^[A-Z0-9_]{1,40}$")], ...] = DEFAULT_FRED_SERIES
+    """FRED series ids to collect."""
     interval_seconds: Annotated[float, Field(ge=60)] = 3600.0
+    """Poll interval."""
     lookback_days: Annotated[int, Field(ge=0, le=3650)] = 30
+    """Days before the newest stored observation to read again, for revised values."""
     base_url: Annotated[str, Field(pattern=r"^https?://")] = "https://api.stlouisfed.org/fred"
+    """FRED API root; point it at a mirror for air-gapped use."""
     requests_per_minute: Annotated[int, Field(ge=1, le=120)] = 120
+    """Request budget per key (FRED allows 120/min)."""
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -191,12 +248,16 @@ class FredConfig(_Section):
 
 class ApiConfig(_Section):
     host: str = "0.0.0.0"
+    """Interface of the HTTP API (inside the container; compose publishes it on 127.0.0.1)."""
     port: Port = 8500
+    """/health, /health/live, /subscriptions, /metrics and the status page at /."""
 
 
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """Lowest level written; alerts are always written."""
     format: Literal["auto", "json", "console"] = "auto"
+    """auto: JSON unless stdout is a terminal."""
 
     @field_validator("level", "format", mode="before")
     @classmethod
@@ -213,30 +274,45 @@ class LoggingConfig(_Section):
 class AlertsConfig(_Section):
     # Webhook URLs carry their token in the path (Slack, Discord), so they are secrets.
     webhooks: tuple[SecretStr, ...] = ()
+    """URLs that get a JSON POST per alert (Slack and Discord incoming webhooks work); secrets."""
     webhook_timeout_seconds: PositiveSeconds = 5.0
+    """Timeout of one webhook POST."""
     webhook_retries: Annotated[int, Field(ge=0, le=20)] = 5
+    """Retries of a failed webhook POST, with backoff."""
     stale_after_seconds: PositiveSeconds = 60.0
+    """No tick this long during the regular session while connected raises a stale-data alert."""
 
 
 class PipelineConfig(_Section):
     queue_size: Annotated[int, Field(ge=100, le=10_000_000)] = 200_000
+    """Events between the IB client and the sinks; when full, events are dropped and alerted."""
 
 
 class Settings(_Section):
     """The whole configuration of one daemon."""
 
     ibkr: IbkrConfig = IbkrConfig()
+    """The IB Gateway / TWS connection."""
     universe: Annotated[tuple[SymbolConfig, ...], Field(min_length=1)] = tuple(
         SymbolConfig(symbol=s) for s in DEFAULT_UNIVERSE
     )
+    """Instruments in priority order; a bare symbol means STK/SMART/USD with all data types."""
     limits: LimitsConfig = LimitsConfig()
+    """IB's scarce lines."""
     questdb: QuestDBConfig = QuestDBConfig()
+    """The QuestDB writer."""
     valkey: ValkeyConfig = ValkeyConfig()
+    """The Valkey cache."""
     fred: FredConfig = FredConfig()
+    """FRED economic series."""
     api: ApiConfig = ApiConfig()
+    """The HTTP API."""
     logging: LoggingConfig = LoggingConfig()
+    """Log lines on stdout."""
     alerts: AlertsConfig = AlertsConfig()
+    """Alert delivery and stale-data detection."""
     pipeline: PipelineConfig = PipelineConfig()
+    """The bounded queue to the sinks."""
 
     @field_validator("universe")
     @classmethod
