@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TextIO
 
 import yaml
+from pydantic import ValidationError
 
 from ingestion import __version__
-from ingestion.config import ConfigError, Settings, load_settings, masked_dump
+from ingestion.config import ConfigError, LoggingConfig, Settings, load_settings, masked_dump
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -59,7 +60,6 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _simulator_cli():
-    # Imported on demand so that `check-config` does not pay for the simulator's imports.
     from ingestion.simulator import cli
 
     return cli
@@ -71,6 +71,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(args.config, sys.stdout, sys.stderr)
     if args.command == "run":
         return run(args.config)
+    return simulate_gateway(args)
+
+
+def simulate_gateway(args: argparse.Namespace) -> int:
+    """The simulator logs like the daemon (LOG_LEVEL, LOG_FORMAT), so its container reads the same."""
+    from ingestion.logging import configure_logging
+
+    try:
+        chosen = LoggingConfig(
+            level=os.environ.get("LOG_LEVEL", "INFO"),  # type: ignore[arg-type]
+            format=os.environ.get("LOG_FORMAT", "auto"),  # type: ignore[arg-type]
+        )
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            print(f"config error: logging.{error['loc'][0]}: {error['msg']}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(chosen.level, chosen.format)
     return _simulator_cli().run(args)
 
 

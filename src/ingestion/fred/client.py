@@ -22,12 +22,12 @@ from urllib.parse import quote_plus
 from urllib.request import urlopen
 
 import pandas as pd
-import structlog
 from fredapi import Fred
 
 from ingestion.fred.pacing import Backoff, RequestLimiter, Sleep
+from ingestion.logging import get_logger
 
-log = structlog.get_logger("ingestion.fred")
+log = get_logger("fred")
 
 T = TypeVar("T")
 

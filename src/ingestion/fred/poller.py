@@ -17,8 +17,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-import structlog
-
 from ingestion.bus import EventBus
 from ingestion.config import FredConfig
 from ingestion.events import EconomicObservation
@@ -34,9 +32,10 @@ from ingestion.fred.client import (
 )
 from ingestion.fred.pacing import Backoff, RequestLimiter, Sleep
 from ingestion.fred.state import HighWaterMarks
+from ingestion.logging import get_logger
 from ingestion.metrics import Metrics
 
-log = structlog.get_logger("ingestion.fred")
+log = get_logger("fred")
 
 NO_KEY_REASON = "no FRED API key configured (set FRED_API_KEY to enable economic data)"
 EVENT_KEY_REJECTED = "fred_key_rejected"
