@@ -57,7 +57,7 @@ class TestOutageInTheMiddleOfAStream:
         assert qdb.conflicts("market_data_l1") == 0
         assert status["rows_spooled"] > 0
         assert status["spool_bytes"] == 0
-        assert not any(name.endswith(".seg") for name in os.listdir(spool_dir))
+        assert [n for n in os.listdir(spool_dir) if n.endswith(".seg")] == []
 
     async def test_outage_and_recovery_are_published_once_each(
         self, qdb: QuestDBDouble, make_config: ConfigFactory, bus: RecordingBus
@@ -138,3 +138,35 @@ class TestBoundedMemory:
         assert most_in_memory <= 200 + burst
         assert spooled > 0
         assert qdb.conflicts("market_data_l1") == 0
+
+
+class TestShutdown:
+    async def test_rows_pending_at_close_are_delivered(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory, spool_dir: Path
+    ) -> None:
+        """aclose() right after accept(): the rows reach QuestDB and nothing is left in the spool."""
+        writer = QuestDBWriter(make_config(flush_interval_ms=60_000), RecordingBus(), Metrics())
+        await writer.start()
+        task = asyncio.create_task(writer.run())
+        for i in range(100):
+            writer.accept(full_quote("SPY", BASE_NS + i * US))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await writer.aclose()
+        assert qdb.row_count("market_data_l1") == 100
+        assert not [n for n in os.listdir(spool_dir) if n.endswith(".seg")]
+
+    async def test_rows_pending_at_close_during_an_outage_wait_in_the_spool(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory
+    ) -> None:
+        """aclose() while QuestDB is down spools the pending rows; the next writer delivers them."""
+        qdb.refuse_connections()
+        async with running_writer(make_config(flush_interval_ms=60_000)) as writer:
+            for i in range(100):
+                writer.accept(full_quote("SPY", BASE_NS + i * US))
+        qdb.accept_connections()
+        async with running_writer(make_config()):
+            await eventually(lambda: qdb.row_count("market_data_l1") == 100, what="the rows from the spool")
+        assert qdb.duplicates("market_data_l1") == 0

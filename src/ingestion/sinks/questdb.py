@@ -25,7 +25,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -103,7 +103,7 @@ class QuestDBWriter:
         self._max_pending = max_pending_rows or 5 * config.flush_rows
         self._spacer = MicrosecondSpacer()
         self._pending: list[Row] = []
-        self._in_flight: list[Row] | None = None
+        self._in_flight: tuple[list[Row], Future[Delivery]] | None = None
         self._wake = asyncio.Event()
         self._spill = asyncio.Event()
         self._spool = Spool(config.spool)
@@ -160,20 +160,26 @@ class QuestDBWriter:
 
     async def aclose(self) -> None:
         """Deliver what is pending (or spool it), then close the spool, the threads and the HTTP client."""
-        rows = (self._in_flight or []) + self._take()
-        was_in_flight = self._in_flight is not None
-        self._in_flight = None
+        rows = self._take()
+        in_flight, self._in_flight = self._in_flight, None
         try:
-            if rows and self._direct and not was_in_flight:
+            if in_flight is not None:
+                # run() was cancelled during a send: its outcome decides what still needs a home.
+                rows = in_flight[0] + rows
+                rows = await self._settle(*in_flight) + rows[len(in_flight[0]) :]
+            if rows and self._direct:
                 delivery = await self._on_net(self._link.deliver, rows)
                 self._record(delivery)
                 rows = delivery.unsent
             if rows:
                 await self._to_spool(rows)
+                rows = []
             await self._on_disk(self._spool.close)
         except asyncio.CancelledError:
-            # Out of time: the disk thread still writes these rows before the process exits.
-            self._disk.submit(self._spool.append, rows)
+            # Out of time: the disk thread still writes these rows before the process exits (a row that
+            # did land meanwhile is replayed next start, which DEDUP makes harmless).
+            if rows:
+                self._disk.submit(self._spool.append, rows)
             self._disk.submit(self._spool.close)
             raise
         finally:
@@ -182,6 +188,16 @@ class QuestDBWriter:
             self._disk.shutdown(wait=False)
             if self._http is not None:
                 await self._http.aclose()
+
+    async def _settle(self, batch: list[Row], future: Future[Delivery]) -> list[Row]:
+        """Wait for an interrupted send to finish; return the rows it did not deliver."""
+        if future.cancelled():  # it never started
+            return batch
+        delivery = await asyncio.wrap_future(future)
+        self._record(delivery)
+        if delivery.failed:
+            self._failed_attempt(delivery.error or "unknown error")
+        return delivery.unsent
 
     def status(self) -> SinkStatus:
         state = "ok" if self._direct else "spooling" if self._reachable else "down"
@@ -252,8 +268,9 @@ class QuestDBWriter:
 
     # --- direct sends -------------------------------------------------------------------------------------
     async def _send(self, batch: list[Row]) -> None:
-        self._in_flight = batch
-        delivery = await self._on_net(self._link.deliver, batch)
+        future = self._net.submit(self._link.deliver, batch)
+        self._in_flight = (batch, future)
+        delivery = await asyncio.wrap_future(future)
         self._in_flight = None
         self._record(delivery)
         if delivery.failed:
