@@ -1,9 +1,10 @@
 """Normalised events: what flows from the IB client through the bounded queue to the sinks.
 
 Each market event carries the symbol and a receive timestamp in UTC nanoseconds that is strictly
-increasing within the process (see :class:`ReceiveClock`), so it is unique per row and can serve
-as QuestDB's designated timestamp and DEDUP key. Absent values are ``None``: no NaN and no IB
-sentinel (``UNSET_DOUBLE``, ``-1`` sizes) gets past the normaliser.
+increasing within the process, in whole microseconds (see :class:`ReceiveClock`), so it is unique
+per row at the precision QuestDB stores and can serve as its designated timestamp and DEDUP key.
+Absent values are ``None``: no NaN and no IB sentinel (``UNSET_DOUBLE``, ``-1`` sizes) gets past
+the normaliser.
 """
 
 from __future__ import annotations
@@ -96,14 +97,16 @@ Event = Quote | DepthUpdate | Trade | EconomicObservation | IngestionEvent
 
 
 class ReceiveClock:
-    """Wall-clock nanoseconds that never repeat and never go backwards within one process.
+    """Receive times in UTC nanoseconds, in whole microseconds that never repeat within a process.
 
-    Two events received in the same nanosecond, or after the wall clock stepped back, get the
-    previous value plus one, so ``(timestamp, symbol)`` stays unique for DEDUP.
+    QuestDB's ``TIMESTAMP`` keeps microseconds, and ``(timestamp, symbol)`` is the DEDUP key of
+    every market table: ten depth messages read in the same microsecond must still be ten rows.
+    So each reading is the wall clock truncated to the microsecond, or the previous reading plus
+    one microsecond when that is not later (a burst, or a wall clock that stepped back).
 
-    >>> clock = ReceiveClock(source=lambda: 1_000)
+    >>> clock = ReceiveClock(source=lambda: 1_000_500)
     >>> clock.now_ns(), clock.now_ns()
-    (1000, 1001)
+    (1000000, 1001000)
     """
 
     __slots__ = ("_last", "_source")
@@ -113,8 +116,8 @@ class ReceiveClock:
         self._last = 0
 
     def now_ns(self) -> int:
-        now = self._source()
+        now = self._source() // 1000 * 1000
         if now <= self._last:
-            now = self._last + 1
+            now = self._last + 1000
         self._last = now
         return now

@@ -138,3 +138,11 @@ def test_events_count_on_their_subscription() -> None:
 def test_top_of_book_ignores_non_level1_ticks() -> None:
     """Generic ticks (e.g. 49, halted) are not Level 1 fields and produce no quote."""
     assert TopOfBook().apply(49, 1.0, 0) is False
+
+
+def test_receive_clock_gives_unique_whole_microseconds() -> None:
+    """QuestDB stores microseconds: readings in the same nanosecond, or after the wall clock
+    stepped back, still differ by at least a microsecond and never go backwards."""
+    readings = iter([5_000_123, 5_000_123, 5_000_999, 4_000_000, 9_000_000])
+    clock = ReceiveClock(source=lambda: next(readings))
+    assert [clock.now_ns() for _ in range(5)] == [5_000_000, 5_001_000, 5_002_000, 5_003_000, 9_000_000]

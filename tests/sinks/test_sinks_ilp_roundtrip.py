@@ -16,6 +16,7 @@ from sinks_helpers import (
     trade,
 )
 
+from ingestion.events import ReceiveClock
 from ingestion.metrics import Metrics
 from questdb_double import QuestDBDouble, parse_ilp
 
@@ -115,13 +116,15 @@ class TestEveryColumnArrives:
 
 
 class TestRowsStayDistinct:
-    async def test_two_updates_within_one_microsecond_both_land(
+    async def test_updates_received_within_one_microsecond_all_land(
         self, qdb: QuestDBDouble, make_config: ConfigFactory
     ) -> None:
-        """Depth messages 1 ns apart share a microsecond; both are kept rather than deduplicated away."""
+        """Ten depth messages received in the same wall-clock nanosecond are stamped a microsecond
+        apart by the receive clock, so all ten are kept rather than deduplicated away."""
+        clock = ReceiveClock(source=lambda: BASE_NS + 123)
         async with running_writer(make_config()) as writer:
             for i in range(10):
-                writer.accept(depth("SPY", BASE_NS + i, position=i))
+                writer.accept(depth("SPY", clock.now_ns(), position=i))
             await eventually(lambda: qdb.row_count("market_data_l2") == 10)
         assert qdb.conflicts("market_data_l2") == 0
         assert sorted(r["position"] for r in qdb.rows("market_data_l2")) == list(range(10))

@@ -31,19 +31,19 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
-import structlog
 
 from ingestion.bus import EventBus
 from ingestion.config import QuestDBConfig
 from ingestion.events import Event
+from ingestion.logging import alert, get_logger
 from ingestion.metrics import Metrics
 from ingestion.sinks.base import SinkStatus
 from ingestion.sinks.ilp import DeadLetter, Delivery, IlpLink
-from ingestion.sinks.rows import MicrosecondSpacer, Row, row_for
+from ingestion.sinks.rows import Row, row_for
 from ingestion.sinks.schema import ECONOMIC_DATA, QuestDBUnavailableError, apply_schema
 from ingestion.sinks.spool import Spool
 
-log = structlog.get_logger("ingestion.sinks.questdb")
+log = get_logger("questdb")
 
 T = TypeVar("T")
 
@@ -101,7 +101,6 @@ class QuestDBWriter:
         self._metrics = metrics
         self._now_ns = now_ns
         self._max_pending = max_pending_rows or 5 * config.flush_rows
-        self._spacer = MicrosecondSpacer()
         self._pending: list[Row] = []
         self._in_flight: tuple[list[Row], Future[Delivery]] | None = None
         self._wake = asyncio.Event()
@@ -121,7 +120,7 @@ class QuestDBWriter:
     # --- the Sink interface -------------------------------------------------------------------------------
     def accept(self, event: Event) -> None:
         """Queue the event's row; never blocks, never awaits."""
-        self._pending.append(self._spacer.space(row_for(event)))
+        self._pending.append(row_for(event))
         waiting = len(self._pending)
         if waiting >= self._config.flush_rows:
             self._wake.set()
@@ -329,7 +328,7 @@ class QuestDBWriter:
         self._next_attempt = time.monotonic() + self._config.retry_interval_seconds
         if self._outage is None:
             self._outage = _Outage(time.monotonic(), _iso(time.time()))
-            log.error("ALERT QuestDB down: spooling rows to disk", error=error)
+            alert(log, "QuestDB down: spooling rows to disk", error=error)
             detail = (
                 f"QuestDB not accepting writes ({error}); rows go to the spool in {self._spool.directory}"
             )
@@ -343,7 +342,8 @@ class QuestDBWriter:
             log.info("spool drained")
             return
         seconds = time.monotonic() - outage.started
-        log.info(
+        alert(
+            log,
             "QuestDB restored",
             outage_seconds=round(seconds, 1),
             spooled=outage.spooled,
@@ -360,7 +360,7 @@ class QuestDBWriter:
         self._counts.last_overflow_at = _iso(time.time())
         self._metrics.rows_lost.labels(reason="spool_overflow").inc(lost)
         cap = self._config.spool.max_bytes
-        log.error("ALERT spool over its cap: oldest rows dropped", rows_lost=lost, max_bytes=cap)
+        alert(log, "spool over its cap: oldest rows dropped", rows_lost=lost, max_bytes=cap)
         detail = f"spool reached its cap of {cap} bytes: dropped the {lost} oldest rows"
         self._bus.publish("spool_overflow", detail, alert=True)
 
@@ -383,7 +383,9 @@ class QuestDBWriter:
         self._metrics.rows_dead_lettered.inc(len(dead))
         self._disk.submit(_append_dead_letters, self._spool.directory / DEAD_LETTER_FILE, dead)
         first = dead[0]
-        log.error("QuestDB rejected rows; written to the dead-letter file", rows=len(dead), error=first.error)
+        alert(
+            log, "QuestDB rejected rows; written to the dead-letter file", rows=len(dead), error=first.error
+        )
         detail = f"QuestDB rejected {len(dead)} rows of {first.row[0]}: {first.error}"
         self._bus.publish("questdb_rejected", detail, alert=True)
 

@@ -76,37 +76,6 @@ def row_for(event: Event) -> Row:
     raise TypeError(msg)
 
 
-class MicrosecondSpacer:
-    """Keeps the DEDUP key of every row unique at the microsecond precision QuestDB stores.
-
-    The receive clock is unique in nanoseconds, but a ``TIMESTAMP`` column keeps microseconds: ten depth
-    messages parsed from one socket read within the same microsecond would share ``(timestamp, symbol)``
-    and DEDUP would keep only the last. A row whose microsecond is not after the previous one of the same
-    table and key is moved to the next free microsecond (at most a few microseconds under bursts).
-    ``economic_data`` is exempt: there the timestamp is the observation date and a repeat is a revision
-    that must replace the earlier value.
-    """
-
-    __slots__ = ("_last",)
-
-    def __init__(self) -> None:
-        self._last: dict[tuple[str, str], int] = {}
-
-    def space(self, row: Row) -> Row:
-        table, ts, symbols, columns = row
-        if table == ECONOMIC_DATA.name:
-            return row
-        key_column = TABLES_BY_NAME[table].dedup_keys[1]
-        key = (table, symbols.get(key_column, ""))
-        micros = ts // 1000
-        last = self._last.get(key)
-        if last is not None and micros <= last:
-            micros = last + 1
-            ts = micros * 1000
-        self._last[key] = micros
-        return (table, ts, symbols, columns)
-
-
 _TIMESTAMP_COLUMNS = {name: table.timestamp_columns for name, table in TABLES_BY_NAME.items()}
 
 
