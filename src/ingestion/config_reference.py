@@ -27,13 +27,11 @@ def render() -> str:
         default = _default(field)
         variable = variables.get(path)
         env = f"`{variable}`" if variable else f"`{NESTED_PREFIX}{'__'.join(p.upper() for p in path)}`"
-        rows.append(
-            f"| `{'.'.join(path)}` | {_type_name(field.annotation)} | {default} | {env} | {field.description or ''} |"
-        )
+        kind = _type_name(field.annotation)
+        rows.append(f"| `{'.'.join(path)}` | {kind} | {default} | {env} | {field.description or ''} |")
     for name, field in SymbolConfig.model_fields.items():
-        rows.append(
-            f"| `universe[].{name}` | {_type_name(field.annotation)} | {_default(field)} | | {field.description} |"
-        )
+        kind = _type_name(field.annotation)
+        rows.append(f"| `universe[].{name}` | {kind} | {_default(field)} | | {field.description} |")
     return "\n".join(rows)
 
 
@@ -60,7 +58,7 @@ def _default(field: Any) -> str:
     if isinstance(value, tuple):
         return "`[" + ", ".join(str(v) for v in value) + "]`" if value else "`[]`"
     if value == "":
-        return "`\"\"`"
+        return '`""`'
     return f"`{value}`" if value is not None else "`null`"
 
 
@@ -75,7 +73,8 @@ def _type_name(annotation: Any) -> str:
         return f"list of {_type_name(args[0])}" if args else "list"
     if str(origin) == "typing.Annotated":
         return _type_name(args[0])
-    return " or ".join(_type_name(a) for a in args) + (" or null" if type(None) in get_args(annotation) else "")
+    nullable = " or null" if type(None) in get_args(annotation) else ""
+    return " or ".join(_type_name(a) for a in args) + nullable
 
 
 def replace_block(text: str) -> str:

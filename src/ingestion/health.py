@@ -151,7 +151,9 @@ class HealthReporter:
     def _overall(self, storage: Mapping[str, Mapping[str, Any]]) -> tuple[Overall, list[str]]:
         reasons: list[str] = []
         if self.state.status != "connected":
-            reasons.append(f"IBKR {self.state.status}" + (f": {self.state.last_error}" if self.state.last_error else ""))
+            reasons.append(
+                f"IBKR {self.state.status}" + (f": {self.state.last_error}" if self.state.last_error else "")
+            )
         reasons.extend(self.state.degraded_reasons)
         for name, details in storage.items():
             if details.get("status") != "ok":

@@ -96,6 +96,7 @@ class TestArguments:
 class TestSimulateGateway:
     def test_bad_log_format_exits_2(self) -> None:
         """The simulator reads LOG_FORMAT like the daemon, and refuses a bad one with exit 2."""
-        result = ingestion("simulate-gateway", "--port", "0", "--control-port", "0", env={"LOG_FORMAT": "xml"})
+        args = ("simulate-gateway", "--port", "0", "--control-port", "0")
+        result = ingestion(*args, env={"LOG_FORMAT": "xml"})
         assert result.returncode == 2
         assert "logging.format" in result.stderr

@@ -46,7 +46,8 @@ def test_configuration_reference_is_generated_from_the_models() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     """.ci/run's last command is the README's test command."""
-    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    lines = (REPO / ".ci" / "run").read_text().splitlines()
+    ci = [line for line in lines if line and not line.startswith("#")]
     assert ci[-1] == "make test"
     assert "\n    make test\n" in README
 

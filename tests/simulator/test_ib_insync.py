@@ -61,18 +61,20 @@ async def test_unknown_symbol_is_dropped_with_error_200(ib: IB):
 
 async def test_level1_depth_and_all_tick_by_tick_kinds(ib: IB):
     """Level 1 with RTVolume, smart depth and the four tick-by-tick kinds all deliver data."""
-    spy, qqq = await qualified(ib, "SPY"), await qualified(ib, "QQQ")
+    spy, qqq, iwm = await qualified(ib, "SPY"), await qualified(ib, "QQQ"), await qualified(ib, "IWM")
     l1 = ib.reqMktData(spy, "233")
     depth = ib.reqMktDepth(qqq, 10, isSmartDepth=True)
     last = ib.reqTickByTickData(spy, "Last")
     all_last = ib.reqTickByTickData(qqq, "AllLast")
-    bid_ask = ib.reqTickByTickData(spy, "BidAsk")
+    # On its own symbol: ib_insync merges every stream of a contract into one ticker, and the
+    # simulator draws Level 1 and BidAsk quotes independently, so a merged bid/ask may look locked.
+    bid_ask = ib.reqTickByTickData(iwm, "BidAsk")
     await wait_until(lambda: l1.rtVolume > 0 and len(depth.domBids) == 10 and len(depth.domAsks) == 10)
     await wait_until(lambda: bool(last.tickByTicks and all_last.tickByTicks and bid_ask.tickByTicks))
     assert l1.bid < l1.ask
     ib.cancelTickByTickData(spy, "Last")
     mid = ib.reqTickByTickData(spy, "MidPoint")
-    # ib_insync keeps one ticker per contract, so SPY's BidAsk and MidPoint ticks share a list.
+    # ib_insync keeps one ticker per contract, so SPY's Last and MidPoint ticks share a list.
     await wait_until(lambda: any(hasattr(t, "midPoint") for t in mid.tickByTicks))
     assert all(t.midPoint > 0 for t in mid.tickByTicks if hasattr(t, "midPoint"))
 

@@ -147,7 +147,8 @@ class ConnectionState:
             return
         self.broker_connectivity = "lost"
         self.broker_lost_at = datetime.now(UTC)
-        alert(log, 
+        alert(
+            log,
             "IB connectivity lost (1100): the gateway lost its connection to IB's servers",
             code=code,
             text=text,

@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from ingestion.config import SpoolConfig
+from ingestion.logging import get_logger
 
-log = structlog.get_logger("ingestion.sinks.spool")
+log = get_logger("spool")
 
 HEADER = struct.Struct("<III")
 SEGMENT_GLOB = "spool-*.seg"

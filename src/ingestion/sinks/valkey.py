@@ -22,7 +22,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -31,11 +30,12 @@ from redis.exceptions import RedisError
 from ingestion.bus import EventBus
 from ingestion.config import ValkeyConfig
 from ingestion.events import DepthUpdate, Event, IngestionEvent, Quote, Trade
+from ingestion.logging import alert, get_logger
 from ingestion.metrics import Metrics
 from ingestion.sinks.base import SinkStatus
 from ingestion.sinks.book import DepthBook
 
-log = structlog.get_logger("ingestion.sinks.valkey")
+log = get_logger("valkey")
 
 EVENTS_CHANNEL = "ingestion:events"
 STATUS_KEY = "ingestion:status"
@@ -284,7 +284,7 @@ class ValkeyCache:
             return
         self._down_since = time.monotonic()
         self._down_at = iso_utc(self._now_ns())
-        log.error("ALERT Valkey down: cache writes dropped until it returns", error=self._last_error)
+        alert(log, "Valkey down: cache writes dropped until it returns", error=self._last_error)
         self._bus.publish(
             "valkey_down", f"Valkey unreachable ({self._last_error}); cache writes dropped", alert=True
         )
@@ -294,6 +294,6 @@ class ValkeyCache:
         seconds = time.monotonic() - self._down_since
         self._down_since = None
         self._down_at = None
-        log.info("Valkey restored", outage_seconds=round(seconds, 1), dropped=self._dropped)
+        alert(log, "Valkey restored", outage_seconds=round(seconds, 1), dropped=self._dropped)
         detail = f"Valkey restored after {seconds:.1f} s; {self._dropped} cache writes dropped so far"
         self._bus.publish("valkey_restored", detail, alert=True)
