@@ -38,6 +38,7 @@ from ingestion.market_session import MarketCalendar
 from ingestion.metrics import Metrics
 from ingestion.pipeline import Pipeline
 from ingestion.sinks.questdb import QuestDBWriter
+from ingestion.sinks.schema import SchemaMismatchError
 from ingestion.sinks.valkey import ValkeyCache
 
 SHUTDOWN_SECONDS = 8.0
@@ -148,8 +149,14 @@ async def run(daemon: Daemon, stop: asyncio.Event) -> int:
     )
     api = daemon.api
     assert api is not None
+    try:
+        await daemon.questdb.start()
+    except SchemaMismatchError as exc:
+        # Writing into a table with other columns would store garbage: refuse to start, say why.
+        log.critical("refusing to start: QuestDB schema conflict", problem=str(exc))
+        await daemon.questdb.aclose()
+        return 1
     await api.start()
-    await daemon.questdb.start()
     await daemon.valkey.start()
     background = [
         asyncio.create_task(api.serve(), name="api"),

@@ -1,0 +1,50 @@
+"""The daemon process as a whole: what makes it refuse to start, and how it says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ports import free_port
+from questdb_double import QuestDBDouble
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_conflicting_questdb_schema_refuses_to_start_with_exit_1(tmp_path: Path) -> None:
+    """An existing market_data_l1 with other column types: exit 1 and one critical line naming the
+    table, the column and both types, instead of writing garbage or a traceback."""
+    with QuestDBDouble() as questdb:
+        questdb.execute(
+            "CREATE TABLE market_data_l1 (timestamp TIMESTAMP, symbol VARCHAR, bid DOUBLE) "
+            "TIMESTAMP(timestamp) PARTITION BY DAY WAL"
+        )
+        environment = {
+            "PATH": os.environ["PATH"],
+            "INGESTION_CONFIG": str(REPO / "config" / "config.yaml"),
+            "IBKR_HOST": "127.0.0.1",
+            "IBKR_PORT": str(free_port()),
+            "QUESTDB_HOST": "127.0.0.1",
+            "QUESTDB_HTTP_PORT": str(questdb.port),
+            "VALKEY_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "API_PORT": str(free_port()),
+            "SPOOL_DIR": str(tmp_path / "spool"),
+            "LOG_FORMAT": "json",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "ingestion.cli", "run"],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    (refusal,) = [line for line in lines if line["level"] == "critical"]
+    assert refusal["event"] == "refusing to start: QuestDB schema conflict"
+    assert "column symbol: expected SYMBOL, found VARCHAR" in refusal["problem"]
+    assert "Traceback" not in result.stdout + result.stderr
