@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
-Condition = Callable[[], bool | Awaitable[bool]]
+Condition = Callable[[], Any]
 
 
 async def wait_for(

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_stack import DaemonStack, StackFactory, module_stack
+
+from daemon_stack import DaemonStack, StackFactory, module_stack
 
 
 @pytest.fixture

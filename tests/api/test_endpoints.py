@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
-from api_stack import module_stack
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
+from daemon_stack import module_stack
 from ingestion.api import ApiPortInUseError, ApiServer
 from ingestion.api.models import StatusSnapshot, SubscriptionsBody
 from ingestion.config import ApiConfig

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from api_stack import StackFactory, assert_contract_body, wait_for
 
+from daemon_stack import StackFactory, assert_contract_body, wait_for
 from ingestion import __version__
 
 pytestmark = pytest.mark.slow

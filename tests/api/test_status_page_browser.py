@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_stack import StackFactory, wait_for
 from headless_chromium import INSTALL_HINT, Page, find_chromium, headless_chromium
+
+from daemon_stack import StackFactory, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 import structlog
-from api_stack import StackFactory, wait_for
 from webhook_receiver import WebhookReceiver, webhook_receiver
 
+from daemon_stack import StackFactory, wait_for
 from ingestion.alerts import WEBHOOK_QUEUE_LIMIT, WebhookNotifier, mask_webhook, payload_for
 from ingestion.config import AlertsConfig
 from ingestion.events import IngestionEvent

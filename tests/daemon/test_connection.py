@@ -20,6 +20,7 @@ from ingestion.ibkr.supervisor import ConnectionSupervisor
 from ingestion.metrics import Metrics
 from ingestion.simulator.config import SimulatorConfig
 from ingestion.simulator.server import running_simulator
+from waiting import seconds_until
 
 EXPECTED_COUNTS = {"active": 33, "pending": 0, "rejected": 0, "skipped": 12}
 
@@ -52,7 +53,7 @@ async def test_gateway_down_at_start_then_up_30s_later() -> None:
         assert state.status != "connected"
         assert state.attempts >= 4, "retried with backoff while the gateway was down"
         async with running_simulator(SimulatorConfig(port=port, control_port=None, rate=500)):
-            took = await wait_for(lambda: registry.counts() == EXPECTED_COUNTS, 12, "full subscription")
+            took = await seconds_until(lambda: registry.counts() == EXPECTED_COUNTS, 12, "full subscription")
             assert state.status == "connected"
             assert took <= settings.ibkr.reconnect.max_seconds + settings.ibkr.reconnect.max_seconds * 0.2
     finally:
@@ -102,7 +103,7 @@ async def test_a_30s_silence_is_detected_by_the_heartbeat_and_recovered() -> Non
         await wait_for(lambda: stack.registry.counts() == EXPECTED_COUNTS, 10, "subscription")
         silenced = time.monotonic()
         await stack.post("/silence?seconds=30")
-        detected = await wait_for(lambda: stack.state.status != "connected", 5, "heartbeat detection")
+        detected = await seconds_until(lambda: stack.state.status != "connected", 5, "heartbeat detection")
         assert (
             detected
             <= stack.settings.ibkr.heartbeat_interval_seconds
@@ -121,7 +122,7 @@ async def test_socket_close_is_seen_at_once_and_alerted() -> None:
     async with ibkr_stack() as stack:
         await wait_for(lambda: stack.state.status == "connected", 10, "connect")
         await stack.post("/restart?down=1")
-        took = await wait_for(lambda: stack.state.status != "connected", 2, "loss detection")
+        took = await seconds_until(lambda: stack.state.status != "connected", 2, "loss detection")
         assert took < 0.5
         (lost,) = stack.events_named("connection_lost")
         assert lost.alert

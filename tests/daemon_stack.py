@@ -1,12 +1,11 @@
-"""A real daemon for API tests: ``ingestion.app.build`` + ``run`` against the simulator, a real Valkey
+"""A real daemon for tests: ``ingestion.app.build`` + ``run`` against the simulator, a real Valkey
 and the QuestDB double, all on loopback sockets in the test's own event loop (see conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +30,7 @@ from ingestion.config import (
 from ingestion.simulator.config import SimulatorConfig
 from ingestion.simulator.server import Simulator, running_simulator
 from questdb_double import QuestDBDouble  # tests/ is on sys.path: the root conftest lives there
+from waiting import wait_for
 
 if TYPE_CHECKING:
     from ingestion.app import Daemon
@@ -58,23 +58,6 @@ def assert_contract_body(body: dict[str, Any]) -> None:
         if value is not None:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
             assert parsed.utcoffset() == timedelta(0), f"{name} is not UTC: {value}"
-
-
-async def wait_for(condition: Callable[[], Any], within: float, what: str) -> Any:
-    """Poll ``condition`` (sync or async) every 50 ms until it returns something truthy; return it.
-
-    Fails the test, naming ``what``, when ``within`` seconds pass first.
-    """
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass
