@@ -16,17 +16,25 @@ import pytest
 Condition = Callable[[], Any]
 
 
-async def wait_for(
-    condition: Condition, within: float, what: str = "a condition", poll: float = 0.02
-) -> float:
-    """Poll ``condition`` until true; returns the seconds it took, fails the test after ``within``."""
-    started = time.monotonic()
+async def wait_for(condition: Condition, within: float, what: str = "a condition", poll: float = 0.02) -> Any:
+    """Poll ``condition`` (sync or async) until it returns something truthy, and return that.
+
+    Fails the test, naming ``what``, once ``within`` seconds have passed.
+    """
+    deadline = time.monotonic() + within
     while True:
         result = condition()
         if isinstance(result, Awaitable):
             result = await result
         if result:
-            return time.monotonic() - started
-        if time.monotonic() - started > within:
+            return result
+        if time.monotonic() > deadline:
             pytest.fail(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(poll)
+
+
+async def seconds_until(condition: Condition, within: float, what: str = "a condition") -> float:
+    """How long ``condition`` took to become true (fails the test after ``within`` seconds)."""
+    started = time.monotonic()
+    await wait_for(condition, within, what)
+    return time.monotonic() - started
