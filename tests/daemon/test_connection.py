@@ -177,3 +177,32 @@ async def test_clean_stop_cancels_subscriptions_and_says_disconnected() -> None:
         assert stack.events_named("disconnected")
         assert not stack.events_named("connection_lost"), "a clean stop is not an outage"
         await wait_for(lambda: stack.sim.connections == 0, 2, "socket closed at the gateway")
+
+
+async def test_a_handshake_that_never_completes_is_explained_as_an_untrusted_ip() -> None:
+    """A gateway that accepts TCP but never answers the API handshake (what IB Gateway does for an
+    IP not in its Trusted IPs) ends each attempt after connect_timeout with the likely cause."""
+
+    async def accept_and_ignore(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(accept_and_ignore, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = fast_settings(port)
+    bus, metrics = EventBus(), Metrics()
+    state = ConnectionState(bus, metrics, "127.0.0.1", port)
+    registry = SubscriptionRegistry(settings, bus, metrics)
+    normaliser = Normaliser(registry, CountingSink().accept, ReceiveClock(), metrics)
+    supervisor = ConnectionSupervisor(settings.ibkr, state, registry, normaliser)
+    task = asyncio.create_task(supervisor.run())
+    try:
+        await wait_for(lambda: state.last_error is not None, 5, "the first attempt to time out")
+        assert "did not complete within 2 s" in state.last_error
+        assert "Trusted IPs" in state.last_error
+        assert state.status != "connected"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        server.close()
+        await server.wait_closed()
