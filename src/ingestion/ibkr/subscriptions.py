@@ -249,20 +249,18 @@ class SubscriptionRegistry:
         if found is None:
             return False
         streams, kind = found
-        if code in codes.DEPTH_LIMIT and streams.l2 is not None:
-            self._reject(streams.l2, "rejected_limit", code, text)
-        elif code in codes.TICK_BY_TICK_LIMIT and streams.time_and_sales is not None:
+        carried = _carried_by(streams, kind)
+        if code in codes.TICK_BY_TICK_LIMIT and kind == "tick_by_tick":
             self._fall_back_to_rtvolume(streams, code, text)
-        elif code in codes.MARKET_DATA_LINES_LIMIT:
-            for entry in (streams.l1, streams.time_and_sales):
-                if entry is not None and (kind == "l1" or entry.data_type != "time_and_sales"):
-                    self._reject(entry, "rejected_limit", code, text)
+        elif code in codes.DEPTH_LIMIT or code in codes.MARKET_DATA_LINES_LIMIT:
+            for entry in carried:
+                self._reject(entry, "rejected_limit", code, text)
         elif code in codes.NOT_ENTITLED:
-            self._not_entitled(streams, kind, code, text)
+            for entry in carried:
+                self._reject(entry, "not_entitled", code, text)
         elif code in codes.DELAYED_INSTEAD:
-            for entry in (streams.l1, streams.time_and_sales if kind == "l1" else None):
-                if entry is not None:
-                    entry.reject("delayed", code, text)
+            for entry in carried:
+                entry.reject("delayed", code, text)
             log.warning("delayed market data instead of live", symbol=streams.symbol, code=code)
         else:
             return False
@@ -286,16 +284,6 @@ class SubscriptionRegistry:
             entry.state = "rejected_limit"
         log.error("tick-by-tick rejected, using RTVolume", symbol=streams.symbol, code=code, text=text)
         self._bus.publish("subscription_rejected", f"{streams.symbol} tick-by-tick: {text}", code=code)
-
-    def _not_entitled(self, streams: SymbolStreams, kind: str, code: int, text: str) -> None:
-        if kind == "l2" and streams.l2 is not None:
-            self._reject(streams.l2, "not_entitled", code, text)
-        elif kind == "tick_by_tick" and streams.time_and_sales is not None:
-            self._reject(streams.time_and_sales, "not_entitled", code, text)
-        else:
-            for entry in (streams.l1, streams.time_and_sales):
-                if entry is not None and (entry.data_type == "l1" or entry.source == "rtvolume"):
-                    self._reject(entry, "not_entitled", code, text)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -344,6 +332,18 @@ class SubscriptionRegistry:
         by_state = Counter(e.state for e in self.entries())
         for state in STATES:
             self._metrics.subscriptions.labels(state).set(by_state[state])
+
+
+def _carried_by(streams: SymbolStreams, kind: str) -> list[Subscription]:
+    """The entries one IB request feeds: Level 1 also carries the trades of RTVolume symbols."""
+    if kind == "l2":
+        entries = [streams.l2]
+    elif kind == "tick_by_tick":
+        entries = [streams.time_and_sales]
+    else:
+        tas = streams.time_and_sales
+        entries = [streams.l1, tas if tas is not None and tas.source == "rtvolume" else None]
+    return [e for e in entries if e is not None]
 
 
 def _iso_ns(timestamp_ns: int | None) -> str | None:
