@@ -176,7 +176,12 @@ def listening(daemon: Daemon) -> bool:
 
 
 def connected_and_ticking(body: dict[str, Any]) -> bool:
-    return body["ibkr_status"] == "connected" and body["last_tick_at"] is not None
+    """Connected, data arriving, and every subscription settled (none still pending)."""
+    return (
+        body["ibkr_status"] == "connected"
+        and body["last_tick_at"] is not None
+        and body["subscriptions"]["pending"] == 0
+    )
 
 
 @asynccontextmanager
