@@ -23,7 +23,7 @@ from typing import Any
 
 from ingestion import __version__
 from ingestion.alerts import AlertLog, WebhookNotifier
-from ingestion.api import ApiServer, create_app
+from ingestion.api import ApiPortInUseError, ApiServer, create_app
 from ingestion.bus import EventBus
 from ingestion.config import Settings
 from ingestion.events import IngestionEvent, ReceiveClock
@@ -156,7 +156,12 @@ async def run(daemon: Daemon, stop: asyncio.Event) -> int:
         log.critical("refusing to start: QuestDB schema conflict", problem=str(exc))
         await daemon.questdb.aclose()
         return 1
-    await api.start()
+    try:
+        await api.start()
+    except ApiPortInUseError as exc:
+        log.critical("refusing to start: the API port is taken", problem=str(exc))
+        await daemon.questdb.aclose()
+        return 1
     await daemon.valkey.start()
     background = [
         asyncio.create_task(api.serve(), name="api"),

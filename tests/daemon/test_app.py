@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,50 @@ from questdb_double import QuestDBDouble
 REPO = Path(__file__).resolve().parents[2]
 
 
+def run_daemon(questdb: QuestDBDouble, tmp_path: Path, api_port: int) -> subprocess.CompletedProcess[str]:
+    """`ingestion run` against the double, with nothing listening for IBKR or Valkey."""
+    environment = {
+        "PATH": os.environ["PATH"],
+        "INGESTION_CONFIG": str(REPO / "config" / "config.yaml"),
+        "IBKR_HOST": "127.0.0.1",
+        "IBKR_PORT": str(free_port()),
+        "QUESTDB_HOST": "127.0.0.1",
+        "QUESTDB_HTTP_PORT": str(questdb.port),
+        "VALKEY_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "API_PORT": str(api_port),
+        "SPOOL_DIR": str(tmp_path / "spool"),
+        "LOG_FORMAT": "json",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "ingestion.cli", "run"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def the_critical_line(result: subprocess.CompletedProcess[str]) -> dict:
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    (critical,) = [line for line in lines if line["level"] == "critical"]
+    assert "Traceback" not in result.stdout + result.stderr
+    return critical
+
+
+def test_api_port_in_use_refuses_to_start_with_exit_1(tmp_path: Path) -> None:
+    """Port 8500 taken by another process: exit 1 with one line naming the port, no traceback."""
+    with QuestDBDouble() as questdb, socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_daemon(questdb, tmp_path, port)
+    assert result.returncode == 1
+    refusal = the_critical_line(result)
+    assert refusal["event"] == "refusing to start: the API port is taken"
+    assert str(port) in refusal["problem"]
+
+
 def test_conflicting_questdb_schema_refuses_to_start_with_exit_1(tmp_path: Path) -> None:
     """An existing market_data_l1 with other column types: exit 1 and one critical line naming the
     table, the column and both types, instead of writing garbage or a traceback."""
@@ -22,29 +67,8 @@ def test_conflicting_questdb_schema_refuses_to_start_with_exit_1(tmp_path: Path)
             "CREATE TABLE market_data_l1 (timestamp TIMESTAMP, symbol VARCHAR, bid DOUBLE) "
             "TIMESTAMP(timestamp) PARTITION BY DAY WAL"
         )
-        environment = {
-            "PATH": os.environ["PATH"],
-            "INGESTION_CONFIG": str(REPO / "config" / "config.yaml"),
-            "IBKR_HOST": "127.0.0.1",
-            "IBKR_PORT": str(free_port()),
-            "QUESTDB_HOST": "127.0.0.1",
-            "QUESTDB_HTTP_PORT": str(questdb.port),
-            "VALKEY_URL": f"redis://127.0.0.1:{free_port()}/0",
-            "API_PORT": str(free_port()),
-            "SPOOL_DIR": str(tmp_path / "spool"),
-            "LOG_FORMAT": "json",
-        }
-        result = subprocess.run(
-            [sys.executable, "-m", "ingestion.cli", "run"],
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_daemon(questdb, tmp_path, free_port())
     assert result.returncode == 1
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
-    (refusal,) = [line for line in lines if line["level"] == "critical"]
+    refusal = the_critical_line(result)
     assert refusal["event"] == "refusing to start: QuestDB schema conflict"
     assert "column symbol: expected SYMBOL, found VARCHAR" in refusal["problem"]
-    assert "Traceback" not in result.stdout + result.stderr
