@@ -56,6 +56,7 @@ class FakeGateway:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-gateway", daemon=True)
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def __enter__(self) -> FakeGateway:
         self._thread.start()
@@ -72,14 +73,17 @@ class FakeGateway:
         self._server = await asyncio.start_server(self._serve, LOOPBACK, self.port)
 
     async def _stop(self) -> None:
+        # Close sockets rather than cancel handlers: each handler then ends by itself on EOF.
         if self._server is not None:
             self._server.close()
-        for task in asyncio.all_tasks(self._loop) - {asyncio.current_task()}:
-            task.cancel()
+        for writer in list(self._writers):
+            writer.close()
+        await asyncio.sleep(0.2)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         mode = self.modes[min(len(self.connections), len(self.modes) - 1)]
         self.connections.append((time.monotonic(), mode))
+        self._writers.add(writer)
         try:
             if mode == "proxy":
                 await self._proxy(reader, writer)
@@ -89,6 +93,7 @@ class FakeGateway:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the daemon hung up: that is one of the acceptable reactions
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     @staticmethod
@@ -107,6 +112,7 @@ class FakeGateway:
 
     async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(LOOPBACK, self.upstream_port)
+        self._writers.add(up_writer)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             while data := await src.read(1 << 16):
@@ -117,6 +123,7 @@ class FakeGateway:
         try:
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         finally:
+            self._writers.discard(up_writer)
             up_writer.close()
 
 
