@@ -376,6 +376,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError([msg]) from exc
     except OSError as exc:
         raise ConfigError([f"config file {path} cannot be read: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.start + 1]
+        msg = f"config file {path} is not UTF-8 text (byte {exc.start}: {bad!r})"
+        raise ConfigError([msg]) from exc
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:

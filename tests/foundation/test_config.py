@@ -146,6 +146,13 @@ class TestProblems:
         (line,) = problems_for(write(tmp_path, "- a\n- b\n"))
         assert "top level must be a mapping" in line
 
+    def test_a_file_that_is_not_utf8_is_one_clear_line(self, tmp_path: Path) -> None:
+        """Found by the chaos suite's fuzzing: binary or Latin-1 bytes give a ConfigError, not a traceback."""
+        path = tmp_path / "config.yaml"
+        path.write_bytes(b"ibkr:\n  host: caf\xe9\n")
+        (line,) = problems_for(path)
+        assert "is not UTF-8 text" in line
+
     def test_missing_file(self, tmp_path: Path) -> None:
         """A path that does not exist says so and how to choose another."""
         (line,) = problems_for(tmp_path / "nope.yaml")
