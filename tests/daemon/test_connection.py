@@ -16,7 +16,7 @@ from ingestion.ibkr.backoff import ExponentialBackoff
 from ingestion.ibkr.normalise import Normaliser
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
-from ingestion.ibkr.supervisor import ConnectionSupervisor
+from ingestion.ibkr.supervisor import ConnectionSupervisor, SessionEnded
 from ingestion.metrics import Metrics
 from ingestion.simulator.config import SimulatorConfig
 from ingestion.simulator.server import running_simulator
@@ -206,3 +206,43 @@ async def test_a_handshake_that_never_completes_is_explained_as_an_untrusted_ip(
         await asyncio.gather(task, return_exceptions=True)
         server.close()
         await server.wait_closed()
+
+
+class BackloggedGateway:
+    """An IB client whose reqCurrentTime answer never comes but whose socket keeps delivering data
+    (the answer is queued behind a backlog), until ``stop_data`` is called."""
+
+    def __init__(self) -> None:
+        self.wrapper = type("Wrapper", (), {"time": time.time()})()
+        self.flowing = True
+
+    async def reqCurrentTimeAsync(self) -> None:
+        await asyncio.Event().wait()
+
+    async def feed(self) -> None:
+        while self.flowing:
+            self.wrapper.time = time.time()
+            await asyncio.sleep(0.05)
+
+
+async def test_heartbeat_treats_arriving_data_as_proof_of_life() -> None:
+    """A late heartbeat answer while data still arrives is a backlog, not a dead connection:
+    reconnecting would throw the backlog away. Only silence ends the session."""
+    settings = fast_settings(4002)
+    bus, metrics = EventBus(), Metrics()
+    registry = SubscriptionRegistry(settings, bus, metrics)
+    supervisor = ConnectionSupervisor(
+        settings.ibkr,
+        ConnectionState(bus, metrics, "127.0.0.1", 4002),
+        registry,
+        Normaliser(registry, CountingSink().accept, ReceiveClock(), metrics),
+    )
+    gateway = BackloggedGateway()
+    feeding = asyncio.create_task(gateway.feed())
+    heartbeat = asyncio.create_task(supervisor._heartbeat(gateway))
+    await asyncio.sleep(5)
+    assert not heartbeat.done(), "three missed answers while data flowed did not end the session"
+    gateway.flowing = False
+    await feeding
+    with pytest.raises(SessionEnded, match="no answer to reqCurrentTime and no data"):
+        await asyncio.wait_for(heartbeat, 5)

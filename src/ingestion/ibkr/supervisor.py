@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -238,15 +239,25 @@ class ConnectionSupervisor:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _heartbeat(self, ib: IB) -> None:
-        """reqCurrentTime every interval; no answer in time means the connection is dead."""
+        """reqCurrentTime every interval; no answer and no data in time means the connection is dead.
+
+        Under a heavy backlog the answer waits behind unread market data. Data arriving is proof
+        of life too: reconnecting then would throw that backlog away, so only silence counts.
+        """
         config = self._config
         while True:
             await self._sleep(config.heartbeat_interval_seconds)
             try:
                 await asyncio.wait_for(ib.reqCurrentTimeAsync(), config.heartbeat_timeout_seconds)
             except TimeoutError as exc:
+                # ib_async's wrapper.time: time.time() of the last packet read from the socket.
+                quiet = time.time() - ib.wrapper.time
+                if quiet < config.heartbeat_timeout_seconds:
+                    log.warning("heartbeat answer delayed behind incoming data", last_data_seconds_ago=quiet)
+                    continue
+                limit = config.heartbeat_timeout_seconds
                 msg = (
-                    f"heartbeat: no answer to reqCurrentTime within {config.heartbeat_timeout_seconds:g} s "
+                    f"heartbeat: no answer to reqCurrentTime and no data within {limit:g} s "
                     "(the gateway is stalled or the network path is broken)"
                 )
                 raise SessionEnded(msg) from exc
