@@ -6,6 +6,8 @@ import asyncio
 import gc
 import time
 import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from ibkr_harness import CountingSink, fast_settings, ibkr_stack, wait_for
@@ -179,35 +181,6 @@ async def test_clean_stop_cancels_subscriptions_and_says_disconnected() -> None:
         await wait_for(lambda: stack.sim.connections == 0, 2, "socket closed at the gateway")
 
 
-async def test_a_handshake_that_never_completes_is_explained_as_an_untrusted_ip() -> None:
-    """A gateway that accepts TCP but never answers the API handshake (what IB Gateway does for an
-    IP not in its Trusted IPs) ends each attempt after connect_timeout with the likely cause."""
-
-    async def accept_and_ignore(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(1 << 16)
-        await asyncio.sleep(30)
-
-    server = await asyncio.start_server(accept_and_ignore, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    settings = fast_settings(port)
-    bus, metrics = EventBus(), Metrics()
-    state = ConnectionState(bus, metrics, "127.0.0.1", port)
-    registry = SubscriptionRegistry(settings, bus, metrics)
-    normaliser = Normaliser(registry, CountingSink().accept, ReceiveClock(), metrics)
-    supervisor = ConnectionSupervisor(settings.ibkr, state, registry, normaliser)
-    task = asyncio.create_task(supervisor.run())
-    try:
-        await wait_for(lambda: state.last_error is not None, 5, "the first attempt to time out")
-        assert "did not complete within 2 s" in state.last_error
-        assert "Trusted IPs" in state.last_error
-        assert state.status != "connected"
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        server.close()
-        await server.wait_closed()
-
-
 class BackloggedGateway:
     """An IB client whose reqCurrentTime answer never comes but whose socket keeps delivering data
     (the answer is queued behind a backlog), until ``stop_data`` is called."""
@@ -246,3 +219,62 @@ async def test_heartbeat_treats_arriving_data_as_proof_of_life() -> None:
     await feeding
     with pytest.raises(SessionEnded, match="no answer to reqCurrentTime and no data"):
         await asyncio.wait_for(heartbeat, 5)
+
+
+@asynccontextmanager
+async def fake_gateway(reply: bytes | None) -> AsyncIterator[int]:
+    """A TCP server on a free port that reads the client's hello, sends ``reply`` (or nothing) and
+    then holds the connection open without another word; yields the port."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.read(1 << 16)
+        if reply is not None:
+            writer.write(reply)
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+        await server.wait_closed()
+
+
+async def first_failure(port: int) -> str:
+    """Run a supervisor against ``port`` until its first attempt fails; returns the reason."""
+    settings = fast_settings(port)
+    bus, metrics = EventBus(), Metrics()
+    state = ConnectionState(bus, metrics, "127.0.0.1", port)
+    registry = SubscriptionRegistry(settings, bus, metrics)
+    normaliser = Normaliser(registry, CountingSink().accept, ReceiveClock(), metrics)
+    supervisor = ConnectionSupervisor(settings.ibkr, state, registry, normaliser)
+    task = asyncio.create_task(supervisor.run())
+    try:
+        await wait_for(lambda: state.last_error is not None, 5, "the first attempt to fail")
+        assert state.status != "connected"
+        return state.last_error
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_handshake_that_never_completes_is_explained_as_an_untrusted_ip() -> None:
+    """A gateway that accepts TCP but never answers the API handshake (what IB Gateway does for an
+    IP not in its Trusted IPs) ends each attempt after connect_timeout with the likely cause."""
+    async with fake_gateway(reply=None) as port:
+        reason = await first_failure(port)
+    assert "did not complete within 2 s" in reason
+    assert "Trusted IPs" in reason
+
+
+async def test_a_port_that_answers_with_something_else_is_not_blamed_on_trusted_ips() -> None:
+    """A service on the port that answers with bytes that are no TWS handshake (a wrong port) is
+    reported as such, not with the untrusted-IP hint meant for a gateway that stays silent."""
+    async with fake_gateway(reply=b"\x00\x00\x10\x00HTTP/1.1 400 Bad Request\r\n") as port:
+        reason = await first_failure(port)
+    assert "answered, but not with a TWS API handshake" in reason
+    assert "Trusted IPs" not in reason

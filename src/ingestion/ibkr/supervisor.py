@@ -74,6 +74,8 @@ class ConnectionSupervisor:
         self._client_id_in_use = False
         self._resubscribe = asyncio.Event()
         self._stopping = False
+        self._api_errors: list[str] = []
+        self._attempt_started = 0.0
 
     @property
     def ib(self) -> IB | None:
@@ -122,7 +124,10 @@ class ConnectionSupervisor:
         restore_exchange_times(ib)
         self._ended = asyncio.get_running_loop().create_future()
         self._client_id_in_use = False
+        self._api_errors: list[str] = []
+        self._attempt_started = time.time()
         self._resubscribe.clear()
+        ib.client.apiError += self._api_errors.append
         ib.errorEvent += self._on_error
         ib.disconnectedEvent += self._on_disconnected
         ib.pendingTickersEvent += self._normaliser.on_pending_tickers
@@ -149,7 +154,7 @@ class ConnectionSupervisor:
         try:
             finished = await self._first_of(connect, ended)
         except TimeoutError as exc:
-            raise ConnectFailed(self._explain_timeout()) from exc
+            raise ConnectFailed(self._explain_timeout(ib)) from exc
         except ConnectionRefusedError as exc:
             msg = (
                 f"connection refused by {config.host}:{config.port}: IB Gateway/TWS is not running there, "
@@ -178,12 +183,22 @@ class ConnectionSupervisor:
             await connect
         return False
 
-    def _explain_timeout(self) -> str:
+    def _explain_timeout(self, ib: IB) -> str:
         config = self._config
         if self._client_id_in_use:
             return self._client_id_message()
+        where = f"{config.host}:{config.port}"
+        refused = next((m for m in self._api_errors if "version" in m), None)
+        if refused is not None:
+            return f"{where} refused our API version ({refused}): IB Gateway/TWS must be version 972 or newer"
+        # ib_async's wrapper.time is the time of the last packet read: something did answer.
+        if ib.wrapper.time >= self._attempt_started:
+            return (
+                f"{where} answered, but not with a TWS API handshake within "
+                f"{config.connect_timeout_seconds:g} s: is this port another service, not IB Gateway/TWS?"
+            )
         return (
-            f"API handshake with {config.host}:{config.port} did not complete within "
+            f"API handshake with {where} did not complete within "
             f"{config.connect_timeout_seconds:g} s: the gateway accepted TCP but did not answer. Most likely "
             "this host's IP is not in the gateway's Trusted IPs (Configure > Settings > API > Settings), "
             "'Allow connections from localhost only' is on, or a login dialog is waiting in the gateway"
@@ -298,6 +313,7 @@ class ConnectionSupervisor:
     # -- ending --------------------------------------------------------------------------
 
     def _teardown(self, ib: IB) -> None:
+        ib.client.apiError -= self._api_errors.append
         ib.errorEvent -= self._on_error
         ib.pendingTickersEvent -= self._normaliser.on_pending_tickers
         ib.disconnect()
