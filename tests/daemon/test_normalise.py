@@ -146,3 +146,19 @@ def test_receive_clock_gives_unique_whole_microseconds() -> None:
     readings = iter([5_000_123, 5_000_123, 5_000_999, 4_000_000, 9_000_000])
     clock = ReceiveClock(source=lambda: next(readings))
     assert [clock.now_ns() for _ in range(5)] == [5_000_000, 5_001_000, 5_002_000, 5_003_000, 9_000_000]
+
+
+def test_events_received_metric_counts_every_event() -> None:
+    """ingestion_events_received counts each emitted event by symbol and type (batched per read)."""
+    settings = Settings(universe=(SymbolConfig(symbol="SPY"),))
+    metrics = Metrics()
+    registry = SubscriptionRegistry(settings, EventBus(), metrics)
+    registry.streams["SPY"].time_and_sales.source = "rtvolume"
+    normaliser = Normaliser(registry, [].append, ReceiveClock(), metrics)
+    ticks = [TickData(T0, 1, 600.0, 1), TickData(T0, 2, 600.02, 1), TickData(T0, 48, 600.01, 5)]
+    normaliser.on_pending_tickers([ticker(ticks=ticks, dom=[MktDepthData(T0, 0, "ARCA", 0, 1, 600.0, 100)])])
+    normaliser.on_pending_tickers([ticker(ticks=[TickData(T0, 4, 600.01, 5)])])
+    sample = metrics.registry.get_sample_value
+    assert sample("ingestion_events_received_total", {"symbol": "SPY", "type": "quote"}) == 3
+    assert sample("ingestion_events_received_total", {"symbol": "SPY", "type": "trade"}) == 1
+    assert sample("ingestion_events_received_total", {"symbol": "SPY", "type": "depth"}) == 1

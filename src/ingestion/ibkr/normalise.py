@@ -141,10 +141,12 @@ class Normaliser:
         quotes = streams.l1
         trades = streams.time_and_sales
         trades_from_rtvolume = trades is not None and trades.source == "rtvolume"
+        # Counted per socket read, not per event: a prometheus Counter takes a lock on every inc().
+        quoted = traded = 0
         for tick in ticker.ticks:
             if tick.tickType in RTVOLUME_TICK_TYPES:
                 if trades_from_rtvolume:
-                    self._rtvolume_trade(streams, tick.time, tick.price, tick.size)
+                    traded += self._rtvolume_trade(streams, tick.time, tick.price, tick.size)
                 continue
             if quotes is None or not book.apply(tick.tickType, tick.price, tick.size):
                 continue
@@ -167,12 +169,16 @@ class Normaliser:
                 )
             )
             quotes.tick(now)
-            self._counters[symbol, "quote"].inc()
+            quoted += 1
+        if quoted:
+            self._counters[symbol, "quote"].inc(quoted)
+        if traded:
+            self._counters[symbol, "trade"].inc(traded)
 
-    def _rtvolume_trade(self, streams: SymbolStreams, moment: datetime, price: float, size: float) -> None:
+    def _rtvolume_trade(self, streams: SymbolStreams, moment: datetime, price: float, size: float) -> bool:
         clean = clean_price(price)
         if clean is None:
-            return
+            return False
         now = self._clock.now_ns()
         self._emit(
             Trade(
@@ -190,14 +196,14 @@ class Normaliser:
         )
         assert streams.time_and_sales is not None
         streams.time_and_sales.tick(now)
-        self._counters[streams.symbol, "trade"].inc()
+        return True
 
     def _depth(self, streams: SymbolStreams, ticker: Ticker) -> None:
         symbol = streams.symbol
         entry = streams.l2
         assert entry is not None
         smart = self._registry.smart_depth
-        counter = self._counters[symbol, "depth"]
+        emitted = 0
         for tick in ticker.domTicks:
             operation = DEPTH_OPERATIONS[tick.operation] if 0 <= tick.operation <= 2 else None
             if operation is None:
@@ -218,7 +224,9 @@ class Normaliser:
                 )
             )
             entry.tick(now)
-            counter.inc()
+            emitted += 1
+        if emitted:
+            self._counters[symbol, "depth"].inc(emitted)
 
     def _tick_by_tick(self, streams: SymbolStreams, ticker: Ticker) -> None:
         entry = streams.time_and_sales
@@ -226,6 +234,7 @@ class Normaliser:
         if entry.source != "tick_by_tick":
             return
         symbol = streams.symbol
+        emitted = 0
         for tick in ticker.tickByTicks:
             if not isinstance(tick, TickByTickAllLast):
                 continue
@@ -249,4 +258,6 @@ class Normaliser:
                 )
             )
             entry.tick(now)
-            self._counters[symbol, "trade"].inc()
+            emitted += 1
+        if emitted:
+            self._counters[symbol, "trade"].inc(emitted)
