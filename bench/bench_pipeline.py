@@ -134,6 +134,8 @@ def window(stack: Stack, seconds: float, *, probe_health: bool = True) -> dict[s
         "rss_mb_start": round(rss[0], 1) if rss else None,
         "rss_mb_end": round(rss[-1], 1) if rss else None,
         "rss_mb_max": round(max(rss), 1) if rss else None,
+        # RSS at every tenth of the window: whether memory is flat, or still climbing at the end.
+        "rss_mb_by_tenth": [round(rss[i * (len(rss) - 1) // 10], 1) for i in range(11)] if rss else [],
         "threads": thread_count(pid),
         "queue_depth_max": max(depth) if depth else None,
         "queue_depth_end": depth[-1] if depth else None,
