@@ -385,7 +385,10 @@ class DaemonProcess:
         return self.process.pid
 
     def environment(self) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
+        # INGESTION__SECTION__KEY=... in the bench's own environment reaches the daemon, so any
+        # setting can be measured (e.g. INGESTION__VALKEY__CONFLATION_MS=5).
+        passed = {"PATH", "HOME", "LANG"}
+        base = {k: v for k, v in os.environ.items() if k in passed or k.startswith("INGESTION__")}
         return (
             base
             | {
