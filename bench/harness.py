@@ -265,7 +265,20 @@ class ValkeyProcess:
             self.process = None
 
 
-class QuestDBProcess:
+class _ControlledProcess:
+    """A child process with an HTTP client to it; ``stop`` closes both."""
+
+    http: httpx.Client
+    process: subprocess.Popen[Any] | None
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+
+class QuestDBProcess(_ControlledProcess):
     """The double in its own process, or a real QuestDB named by QUESTDB_HOST."""
 
     def __init__(self, *, fast: bool = False) -> None:
@@ -291,12 +304,6 @@ class QuestDBProcess:
         )
         wait_port(self.port)
 
-    def stop(self) -> None:
-        self.http.close()
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
-
     def stats(self) -> dict[str, Any]:
         """Rows per table and symbol, duplicates and the outside latency histogram."""
         if self.external:
@@ -318,7 +325,7 @@ class QuestDBProcess:
             self.http.post(f"/bench/{action}").raise_for_status()
 
 
-class SimulatorProcess:
+class SimulatorProcess(_ControlledProcess):
     def __init__(self, rate: float, *, seed: int = 1) -> None:
         self.port = free_port()
         self.control_port = free_port()
@@ -333,12 +340,6 @@ class SimulatorProcess:
                    "--seed", str(self.seed)]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.control_port)
-
-    def stop(self) -> None:
-        self.http.close()
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
 
     def stats(self) -> dict[str, Any]:
         return self.http.get("/stats").json()
