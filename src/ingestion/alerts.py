@@ -30,9 +30,9 @@ from ingestion.config import AlertsConfig
 from ingestion.events import IngestionEvent
 from ingestion.health import SERVICE_NAME
 from ingestion.ibkr.backoff import ExponentialBackoff
-from ingestion.ibkr.state import iso
 from ingestion.logging import get_logger
 from ingestion.metrics import Metrics
+from ingestion.timefmt import iso
 
 RECENT_EVENTS = 100
 # Alerts are rare (a handful per outage); this many waiting means every webhook is dead for hours.

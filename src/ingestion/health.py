@@ -16,12 +16,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from ingestion.bus import EventBus
-from ingestion.ibkr.state import ConnectionState, iso
+from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.logging import alert, get_logger
 from ingestion.market_session import MarketCalendar
 from ingestion.pipeline import Pipeline
 from ingestion.sinks.base import SinkStatus
+from ingestion.timefmt import iso_ns
 
 Overall = Literal["healthy", "degraded", "unhealthy"]
 SERVICE_NAME = "data-ingestion"
@@ -35,12 +36,6 @@ class StatusSource(Protocol):
 
 class FredStatusSource(Protocol):
     def status(self) -> dict[str, Any]: ...
-
-
-def iso_ns(timestamp_ns: int | None) -> str | None:
-    if timestamp_ns is None:
-        return None
-    return iso(datetime.fromtimestamp(timestamp_ns / 1e9, UTC))
 
 
 class StaleDataMonitor:

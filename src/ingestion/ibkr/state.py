@@ -16,18 +16,12 @@ from ingestion.bus import EventBus
 from ingestion.ibkr import codes
 from ingestion.logging import alert, get_logger
 from ingestion.metrics import Metrics
+from ingestion.timefmt import iso
 
 Status = Literal["connected", "connecting", "disconnected"]
 STATUSES: tuple[Status, ...] = ("connected", "connecting", "disconnected")
 
 log = get_logger("ibkr")
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 UTC with a ``Z``, as /health and log lines show times."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(slots=True)

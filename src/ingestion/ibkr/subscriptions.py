@@ -24,6 +24,7 @@ from ingestion.config import DataType, Settings, SymbolConfig
 from ingestion.ibkr import codes
 from ingestion.logging import get_logger
 from ingestion.metrics import Metrics
+from ingestion.timefmt import iso_ns
 
 State = Literal[
     "pending", "active", "delayed", "skipped_limit", "rejected_limit", "invalid_symbol", "not_entitled"
@@ -75,7 +76,7 @@ class Subscription:
             "state": self.state,
             "error_code": self.error_code,
             "error_text": self.error_text,
-            "last_tick_at": _iso_ns(self.last_tick_ns),
+            "last_tick_at": iso_ns(self.last_tick_ns),
             "count": self.count,
         }
         if self.data_type == "time_and_sales":
@@ -344,10 +345,3 @@ def _carried_by(streams: SymbolStreams, kind: str) -> list[Subscription]:
         tas = streams.time_and_sales
         entries = [streams.l1, tas if tas is not None and tas.source == "rtvolume" else None]
     return [e for e in entries if e is not None]
-
-
-def _iso_ns(timestamp_ns: int | None) -> str | None:
-    if timestamp_ns is None:
-        return None
-    seconds, nanos = divmod(timestamp_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1_000_000:03d}Z"

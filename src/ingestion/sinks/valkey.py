@@ -19,7 +19,6 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -34,6 +33,7 @@ from ingestion.logging import alert, get_logger
 from ingestion.metrics import Metrics
 from ingestion.sinks.base import SinkStatus
 from ingestion.sinks.book import DepthBook
+from ingestion.timefmt import iso_ns
 
 log = get_logger("valkey")
 
@@ -54,11 +54,6 @@ def trades_key(symbol: str) -> str:
     return f"market:trades:{symbol}"
 
 
-def iso_utc(timestamp_ns: int) -> str:
-    moment = datetime.fromtimestamp(timestamp_ns / 1e9, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def l1_body(quote: Quote) -> dict[str, Any]:
     return {
         "symbol": quote.symbol, "last": quote.last, "bid": quote.bid, "ask": quote.ask,
@@ -77,7 +72,7 @@ def trade_fields(trade: Trade) -> dict[str, str | int | float]:
 
 
 def event_body(event: IngestionEvent) -> dict[str, Any]:
-    return {"event": event.event, "at": iso_utc(event.timestamp_ns), "detail": event.detail}
+    return {"event": event.event, "at": iso_ns(event.timestamp_ns), "detail": event.detail}
 
 
 class ValkeyCache:
@@ -270,7 +265,7 @@ class ValkeyCache:
         writes.labels(kind="l2").inc(len(books))
         writes.labels(kind="trades").inc(len(trades))
         writes.labels(kind="events").inc(len(events))
-        self._last_write_at = iso_utc(now)
+        self._last_write_at = iso_ns(now)
         if self._down_since is not None:
             self._came_back()
 
@@ -283,7 +278,7 @@ class ValkeyCache:
         if self._down_since is not None:
             return
         self._down_since = time.monotonic()
-        self._down_at = iso_utc(self._now_ns())
+        self._down_at = iso_ns(self._now_ns())
         alert(log, "Valkey down: cache writes dropped until it returns", error=self._last_error)
         self._bus.publish(
             "valkey_down", f"Valkey unreachable ({self._last_error}); cache writes dropped", alert=True
