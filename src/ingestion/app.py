@@ -102,7 +102,7 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
     alert_log = AlertLog()
     webhooks = WebhookNotifier(settings.alerts, metrics)
     bus.subscribe(_record_in(questdb, metrics))
-    bus.subscribe(_alert_to(valkey))
+    bus.subscribe(valkey.accept)  # alerts go to the ingestion:events channel
     bus.subscribe(alert_log.record)
     bus.subscribe(webhooks.notify)
     daemon = Daemon(
@@ -121,14 +121,6 @@ def _record_in(questdb: QuestDBWriter, metrics: Metrics) -> Any:
             metrics.alerts.labels(event.event).inc()
 
     return record
-
-
-def _alert_to(valkey: ValkeyCache) -> Any:
-    def publish(event: IngestionEvent) -> None:
-        if event.alert:
-            valkey.publish_event(event)
-
-    return publish
 
 
 async def serve(settings: Settings) -> int:
