@@ -80,9 +80,93 @@ class TestLevelOne:
             for i in range(1000):
                 cache.accept(full_quote("QQQ", BASE_NS + i * US, base=400 + i / 100))
             await poll(lambda: _l1_timestamp_is(redis, "QQQ", BASE_NS + 999 * US))
-        writes = metrics.registry.get_sample_value("ingestion_valkey_writes_total", {"kind": "l1"})
-        assert writes is not None
-        assert writes <= 2
+        assert _l1_writes(metrics) <= 2
+
+
+class TestWhenWritesHappen:
+    """Trades go at once; each state key at most once per interval, first at once, then the newest."""
+
+    async def test_a_quiet_symbols_quote_is_written_at_once_not_after_the_interval(
+        self, valkey_config: ValkeyConfig, redis: Redis
+    ) -> None:
+        """The leading edge: with a 2 s interval, a first quote is in Valkey long before 2 s have passed."""
+        config = valkey_config.model_copy(update={"conflation_ms": 2000})
+        async with running_cache(config) as cache:
+            await asyncio.sleep(0.1)  # the writer is idle, waiting
+            started = time.monotonic()
+            cache.accept(full_quote("SPY", BASE_NS))
+            await poll(lambda: redis.exists("market:l1:SPY"), within=1.0)
+        assert time.monotonic() - started < 1.0
+
+    async def test_updates_within_the_interval_wait_and_only_the_newest_is_written(
+        self, valkey_config: ValkeyConfig, redis: Redis, metrics: Metrics
+    ) -> None:
+        """The trailing edge: after a write, newer quotes wait out the interval, then the newest lands."""
+        config = valkey_config.model_copy(update={"conflation_ms": 1000})
+        async with running_cache(config, metrics=metrics) as cache:
+            cache.accept(full_quote("QQQ", BASE_NS))
+            await poll(lambda: _l1_timestamp_is(redis, "QQQ", BASE_NS))
+            first_written = time.monotonic()
+            for i in range(1, 4):
+                cache.accept(full_quote("QQQ", BASE_NS + i * US))
+                await asyncio.sleep(0.05)
+            assert await _l1_timestamp_is(redis, "QQQ", BASE_NS)  # still the first: held back
+            await poll(lambda: _l1_timestamp_is(redis, "QQQ", BASE_NS + 3 * US), within=3.0)
+            newest_written = time.monotonic()
+            await poll(lambda: _at_least(_l1_writes(metrics), 2))  # counted once acknowledged
+        assert newest_written - first_written >= 0.9
+        assert _l1_writes(metrics) == 2
+
+    async def test_a_steady_stream_of_quotes_gets_one_write_per_interval(
+        self, valkey_config: ValkeyConfig, redis: Redis, metrics: Metrics
+    ) -> None:
+        """Quotes every 5 ms for 1 s at a 200 ms interval: about 6 writes (1 s / 200 ms + the first)."""
+        config = valkey_config.model_copy(update={"conflation_ms": 200})
+        async with running_cache(config, metrics=metrics) as cache:
+            for i in range(200):
+                cache.accept(full_quote("IWM", BASE_NS + i * US))
+                await asyncio.sleep(0.005)
+            await poll(lambda: _l1_timestamp_is(redis, "IWM", BASE_NS + 199 * US), within=2.0)
+            await asyncio.sleep(0.1)  # the last write's acknowledgement is counted
+        writes = _l1_writes(metrics)
+        # 200 sleeps of 5 ms take 1 s or (on a busy machine) longer; never more than one write per 200 ms.
+        assert 2 <= writes <= 1 + 2.0 / 0.2
+
+    async def test_a_trade_is_not_held_back_by_its_symbols_conflated_quote(
+        self, valkey_config: ValkeyConfig, redis: Redis
+    ) -> None:
+        """With the symbol's L1 key just written and a 2 s interval, a trade still goes at once."""
+        config = valkey_config.model_copy(update={"conflation_ms": 2000})
+        async with running_cache(config) as cache:
+            cache.accept(full_quote("DIA", BASE_NS))
+            await poll(lambda: redis.exists("market:l1:DIA"))
+            started = time.monotonic()
+            cache.accept(full_quote("DIA", BASE_NS + US))
+            cache.accept(trade("DIA", BASE_NS + 2 * US))
+            await poll(lambda: redis.exists("market:trades:DIA"), within=1.0)
+            trade_seconds = time.monotonic() - started
+            quote_held = await _l1_timestamp_is(redis, "DIA", BASE_NS)
+        assert trade_seconds < 1.0
+        assert quote_held
+
+    async def test_shutdown_writes_what_is_still_held_back(
+        self, valkey_config: ValkeyConfig, redis: Redis
+    ) -> None:
+        """aclose() sends the newest state at once, without waiting out the interval."""
+        config = valkey_config.model_copy(update={"conflation_ms": 60_000})
+        cache = ValkeyCache(config, RecordingBus(), Metrics())
+        await cache.start()
+        task = asyncio.create_task(cache.run())
+        cache.accept(full_quote("XLE", BASE_NS))
+        await poll(lambda: redis.exists("market:l1:XLE"))
+        cache.accept(full_quote("XLE", BASE_NS + US))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(5):
+            await cache.aclose()
+        assert await _l1_timestamp_is(redis, "XLE", BASE_NS + US)
 
 
 class TestDepthBook:
@@ -192,3 +276,11 @@ async def _equals(awaitable: Any, expected: Any) -> bool:
 async def _l1_timestamp_is(redis: Redis, symbol: str, timestamp: int) -> bool:
     raw = await redis.get(f"market:l1:{symbol}")
     return raw is not None and json.loads(raw)["timestamp"] == timestamp
+
+
+def _l1_writes(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("ingestion_valkey_writes_total", {"kind": "l1"}) or 0.0
+
+
+async def _at_least(value: float, minimum: float) -> bool:
+    return value >= minimum

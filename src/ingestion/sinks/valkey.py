@@ -15,6 +15,7 @@ after Valkey returns brings the cache up to date.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import deque
@@ -40,6 +41,8 @@ log = get_logger("valkey")
 EVENTS_CHANNEL = "ingestion:events"
 STATUS_KEY = "ingestion:status"
 StatusProvider = Callable[[], dict[str, Any]]
+INFINITY = float("inf")
+NEVER = float("-inf")
 
 
 def l1_key(symbol: str) -> str:
@@ -106,12 +109,18 @@ class ValkeyCache:
         self._status_provider = status_provider
         self._now_ns = now_ns
         self._max_queued = max_queued
+        self._interval = config.conflation_ms / 1000
+        # Newest state not yet written, per symbol; and when each key was last sent (monotonic).
         self._l1: dict[str, Quote] = {}
         self._books: dict[str, DepthBook] = {}
         self._l2_dirty: set[str] = set()
+        self._l1_sent_at: dict[str, float] = {}
+        self._l2_sent_at: dict[str, float] = {}
         self._trades: deque[Trade] = deque()
         self._events: deque[IngestionEvent] = deque()
         self._next_status = 0.0
+        self._last_attempt = float("-inf")
+        self._wake = asyncio.Event()
         self._client: Redis | None = None
         self._down_since: float | None = None
         self._down_at: str | None = None
@@ -134,10 +143,15 @@ class ValkeyCache:
             self._enqueue(self._trades, event)
         elif isinstance(event, IngestionEvent) and event.alert:
             self.publish_event(event)
+            return
+        else:
+            return
+        self._wake.set()
 
     def publish_event(self, event: IngestionEvent) -> None:
-        """Queue ``event`` for the ``ingestion:events`` channel; sent with the next cycle. Never blocks."""
+        """Queue ``event`` for ``ingestion:events``; it goes with the next round trip. Never blocks."""
         self._enqueue(self._events, event)
+        self._wake.set()
 
     async def start(self) -> None:
         self._client = Redis.from_url(
@@ -149,17 +163,15 @@ class ValkeyCache:
         )
 
     async def run(self) -> None:
-        interval = self._config.conflation_ms / 1000
         while True:
-            started = time.monotonic()
+            await self._work_due()
             await self._cycle()
-            await asyncio.sleep(max(interval - (time.monotonic() - started), 0))
 
     async def aclose(self) -> None:
-        """One last cycle (the caller bounds it in time), then close the connections."""
+        """One last cycle with everything still pending (the caller bounds it in time), then close."""
         try:
             if self._client is not None and self._down_since is None:
-                await self._cycle()
+                await self._cycle(final=True)
         finally:
             if self._client is not None:
                 await self._client.aclose()
@@ -180,9 +192,59 @@ class ValkeyCache:
             self._count_dropped(1)
         queue.append(item)
 
-    async def _cycle(self) -> None:
-        quotes, self._l1 = self._l1, {}
-        books, self._l2_dirty = self._l2_dirty, set()
+    async def _work_due(self) -> None:
+        """Return when a round trip is due: at once if trades or events wait, else at the next due key."""
+        while True:
+            self._wake.clear()
+            delay = self._seconds_to_next_cycle(time.monotonic())
+            if delay <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if delay == INFINITY else delay):
+                    await self._wake.wait()
+
+    def _seconds_to_next_cycle(self, now: float) -> float:
+        interval = self._interval
+        if self._down_since is not None:
+            # While Valkey is down, try (or ping) once per interval, not once per tick.
+            return self._last_attempt + interval - now
+        if self._trades or self._events:
+            return 0.0
+        due = self._next_status - now if self._status_provider is not None else INFINITY
+        sent_at = self._l1_sent_at
+        for symbol in self._l1:
+            due = min(due, sent_at.get(symbol, NEVER) + interval - now)
+        sent_at = self._l2_sent_at
+        for symbol in self._l2_dirty:
+            due = min(due, sent_at.get(symbol, NEVER) + interval - now)
+        return due
+
+    def _take_due_quotes(self, now: float, final: bool) -> dict[str, Quote]:
+        if final:
+            quotes, self._l1 = self._l1, {}
+            return quotes
+        sent_at, oldest = self._l1_sent_at, now - self._interval
+        quotes = {s: q for s, q in self._l1.items() if sent_at.get(s, NEVER) <= oldest}
+        for symbol in quotes:
+            del self._l1[symbol]
+            sent_at[symbol] = now
+        return quotes
+
+    def _take_due_books(self, now: float, final: bool) -> set[str]:
+        if final:
+            books, self._l2_dirty = self._l2_dirty, set()
+            return books
+        sent_at, oldest = self._l2_sent_at, now - self._interval
+        books = {s for s in self._l2_dirty if sent_at.get(s, NEVER) <= oldest}
+        self._l2_dirty -= books
+        for symbol in books:
+            sent_at[symbol] = now
+        return books
+
+    async def _cycle(self, *, final: bool = False) -> None:
+        now = self._last_attempt = time.monotonic()
+        quotes = self._take_due_quotes(now, final)
+        books = self._take_due_books(now, final)
         trades, self._trades = self._trades, deque()
         events, self._events = self._events, deque()
         status = self._status_body()
@@ -259,8 +321,8 @@ class ValkeyCache:
             latency.observe(max(now - quote.timestamp_ns, 0) / 1e9)
         for symbol in books:
             latency.observe(max(now - self._books[symbol].timestamp_ns, 0) / 1e9)
-        if trades:
-            latency.observe(max(now - trades[0].timestamp_ns, 0) / 1e9)
+        for trade in trades:
+            latency.observe(max(now - trade.timestamp_ns, 0) / 1e9)
         writes.labels(kind="l1").inc(len(quotes))
         writes.labels(kind="l2").inc(len(books))
         writes.labels(kind="trades").inc(len(trades))
