@@ -42,6 +42,7 @@ from ingestion.sinks.schema import SchemaMismatchError
 from ingestion.sinks.valkey import ValkeyCache
 
 SHUTDOWN_SECONDS = 8.0
+RECANCEL_SECONDS = 0.1
 FRED_STATE_FILE = "fred-state.json"
 
 log = get_logger("app")
@@ -196,12 +197,9 @@ async def _shutdown(
     started = time.monotonic()
     deadline = started + SHUTDOWN_SECONDS
     stopping.cancel()
-    supervisor.cancel()
-    await asyncio.gather(supervisor, return_exceptions=True)
+    await stop_tasks([supervisor], deadline)
     handed = daemon.pipeline.drain()
-    for task in background:
-        task.cancel()
-    await asyncio.gather(*background, return_exceptions=True)
+    await stop_tasks(background, deadline)
     for sink in (daemon.questdb, daemon.valkey):
         remaining = max(0.5, deadline - time.monotonic())
         try:
@@ -213,6 +211,23 @@ async def _shutdown(
     await daemon.webhooks.aclose()
     log.info("stopped", queued_events_flushed=handed, seconds=round(time.monotonic() - started, 2))
     return 1 if crashed else 0
+
+
+async def stop_tasks(tasks: list[asyncio.Task], deadline: float) -> None:
+    """Cancel ``tasks`` and wait until they end, asking again every 0.1 s until ``deadline``.
+
+    One request is not always enough: on Python 3.11, ``asyncio.wait_for`` returns a result that
+    arrived together with the cancellation and drops the cancellation (fixed in 3.12), and redis-py
+    sends every command through it. A Valkey writer cancelled mid-send then went on writing, and the
+    shutdown waited for it forever. What is still running at the deadline is named in the log.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending and (remaining := deadline - time.monotonic()) > 0:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(RECANCEL_SECONDS, remaining))
+    for task in pending:
+        log.error("component did not stop in time", component=task.get_name())
 
 
 @contextlib.contextmanager
