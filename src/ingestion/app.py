@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections.abc import Iterator
@@ -156,6 +157,7 @@ async def run(daemon: Daemon, stop: asyncio.Event) -> int:
         await daemon.questdb.aclose()
         return 1
     await daemon.valkey.start()
+    _freeze_startup_heap()
     background = [
         asyncio.create_task(api.serve(), name="api"),
         asyncio.create_task(daemon.webhooks.run(), name="webhooks"),
@@ -169,6 +171,19 @@ async def run(daemon: Daemon, stop: asyncio.Event) -> int:
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
     crashed = await _until_stop_or_crash(stopping, [supervisor, *background])
     return await _shutdown(daemon, supervisor, background, stopping, crashed=crashed)
+
+
+def _freeze_startup_heap() -> None:
+    """Take what start-up built out of the cyclic collector's sight.
+
+    The modules, the market calendar's tables, the settings and the API app live as long as the
+    process, yet every full collection walked all of them: at 10,000 events/s that paused the loop
+    for 25-100 ms a few times a minute, which was the tail of every latency figure. Frozen, they are
+    never scanned again; what is made later (one IB client per connection, events, rows) is collected
+    as before. The collect() first, so that start-up's own garbage is freed, not frozen.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def _until_stop_or_crash(stopping: asyncio.Task, tasks: list[asyncio.Task]) -> bool:
