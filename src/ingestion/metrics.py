@@ -9,7 +9,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # Seconds; from sub-millisecond cache writes to multi-second database stalls.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (
+    0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
 
 
 class Metrics:
@@ -48,7 +51,8 @@ class Metrics:
         )
         self.latency_valkey = Histogram(
             "ingestion_latency_to_valkey_seconds",
-            "From receipt of an event to Valkey acknowledging the cache write",
+            "From receipt of an event to Valkey acknowledging the cache write (l1, l2: of the newest state)",
+            ["kind"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

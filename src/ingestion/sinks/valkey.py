@@ -126,7 +126,13 @@ class ValkeyCache:
         self._down_at: str | None = None
         self._dropped = 0
         self._last_error: str | None = None
-        self._last_write_at: str | None = None
+        self._last_write_ns: int | None = None
+        # Bound once: labels() costs a lock and a dict lookup, and a round trip may carry one trade.
+        # Latency per kind, because they mean different things: a trade's is its own wait; a conflated
+        # key's is the age of the newest state it carries, which the conflation interval bounds.
+        kinds = ("l1", "l2", "trades")
+        self._observe = {kind: metrics.latency_valkey.labels(kind=kind).observe for kind in kinds}
+        self._count_writes = {kind: metrics.cache_writes.labels(kind=kind).inc for kind in (*kinds, "events")}
 
     # --- the Sink interface -------------------------------------------------------------------------------
     def accept(self, event: Event) -> None:
@@ -180,7 +186,7 @@ class ValkeyCache:
         details = {
             "dropped": self._dropped,
             "last_error": self._last_error,
-            "last_write_at": self._last_write_at,
+            "last_write_at": None if self._last_write_ns is None else iso_ns(self._last_write_ns),
             "down_since": self._down_at,
         }
         return SinkStatus("down" if self._down_since is not None else "ok", details)
@@ -315,19 +321,18 @@ class ValkeyCache:
         self, quotes: dict[str, Quote], books: set[str], trades: deque[Trade], events: deque[IngestionEvent]
     ) -> None:
         now = self._now_ns()
-        writes = self._metrics.cache_writes
-        latency = self._metrics.latency_valkey
+        observe = self._observe
         for quote in quotes.values():
-            latency.observe(max(now - quote.timestamp_ns, 0) / 1e9)
+            observe["l1"](max(now - quote.timestamp_ns, 0) / 1e9)
         for symbol in books:
-            latency.observe(max(now - self._books[symbol].timestamp_ns, 0) / 1e9)
+            observe["l2"](max(now - self._books[symbol].timestamp_ns, 0) / 1e9)
+        observe_trade = observe["trades"]
         for trade in trades:
-            latency.observe(max(now - trade.timestamp_ns, 0) / 1e9)
-        writes.labels(kind="l1").inc(len(quotes))
-        writes.labels(kind="l2").inc(len(books))
-        writes.labels(kind="trades").inc(len(trades))
-        writes.labels(kind="events").inc(len(events))
-        self._last_write_at = iso_ns(now)
+            observe_trade(max(now - trade.timestamp_ns, 0) / 1e9)
+        for kind, written in (("l1", quotes), ("l2", books), ("trades", trades), ("events", events)):
+            if written:
+                self._count_writes[kind](len(written))
+        self._last_write_ns = now
         if self._down_since is not None:
             self._came_back()
 
