@@ -76,6 +76,8 @@ KEEP_UP_SENT = 0.95
 KEEP_UP_ROWS = 0.95
 KEEP_UP_EVENTS = 0.95
 KEEP_UP_QUEUE = 5_000
+# The Valkey latency histogram's kinds; "" is all of them together.
+VALKEY_KINDS = ("", "trades", "l1", "l2")
 
 
 @dataclass
@@ -85,7 +87,7 @@ class Snapshot:
     cpu: float
     events: float
     rows: int
-    valkey: list[tuple[float, float]]
+    valkey: dict[str, list[tuple[float, float]]]
     questdb: list[tuple[float, float]]
     neighbours: dict[str, float]
 
@@ -102,10 +104,15 @@ def snapshot(stack: Stack) -> Snapshot:
         cpu=cpu_seconds(stack.daemon.pid),
         events=total(metrics, "ingestion_events_received_total"),
         rows=rows_acked(stack.questdb.stats()),
-        valkey=buckets(metrics, "ingestion_latency_to_valkey_seconds"),
+        valkey={kind: valkey_buckets(metrics, kind) for kind in VALKEY_KINDS},
         questdb=buckets(metrics, "ingestion_latency_to_questdb_seconds"),
         neighbours=neighbour_cpu(stack),
     )
+
+
+def valkey_buckets(metrics: dict[str, Any], kind: str) -> list[tuple[float, float]]:
+    labels = {"kind": kind} if kind else {}
+    return buckets(metrics, "ingestion_latency_to_valkey_seconds", **labels)
 
 
 def neighbour_cpu(stack: Stack) -> dict[str, float]:
@@ -133,7 +140,7 @@ def window(stack: Stack, seconds: float, *, probe_health: bool = True) -> dict[s
     outside = stack.questdb.stats()
     elapsed = after.at - before.at
     events = after.events - before.events
-    valkey = bucket_delta(after.valkey, before.valkey)
+    valkey = {kind: bucket_delta(after.valkey[kind], before.valkey[kind]) for kind in VALKEY_KINDS}
     questdb = bucket_delta(after.questdb, before.questdb)
     bounds, counts = outside["latency_bounds_us"], outside["latency_counts"]
     h50, h99 = quantiles(health_ms) if health_ms else (None, None)
@@ -156,8 +163,13 @@ def window(stack: Stack, seconds: float, *, probe_health: bool = True) -> dict[s
         "threads": thread_count(pid),
         "queue_depth_max": max(depth) if depth else None,
         "queue_depth_end": depth[-1] if depth else None,
-        "valkey_p50_ms": _ms(bucket_quantile(valkey, 0.5)),
-        "valkey_p99_ms": _ms(bucket_quantile(valkey, 0.99)),
+        "valkey_p50_ms": _ms(bucket_quantile(valkey[""], 0.5)),
+        "valkey_p99_ms": _ms(bucket_quantile(valkey[""], 0.99)),
+        **{
+            f"valkey_{kind}_p50_p99_ms": [_ms(bucket_quantile(valkey[kind], q)) for q in (0.5, 0.99)]
+            for kind in VALKEY_KINDS
+            if kind
+        },
         "questdb_p50_ms": _ms(bucket_quantile(questdb, 0.5)),
         "questdb_p99_ms": _ms(bucket_quantile(questdb, 0.99)),
         "outside_questdb_p50_ms": _us_ms(histogram_quantile_us(bounds, counts, 0.5)),

@@ -132,13 +132,16 @@ def total(samples: Samples, name: str) -> float:
     return sum(value for _, value in samples.get(name, []))
 
 
-def buckets(samples: Samples, histogram: str) -> list[tuple[float, float]]:
-    """Cumulative (upper bound, count) pairs of an unlabelled histogram, +Inf last."""
-    pairs = [
-        (float("inf") if labels["le"] == "+Inf" else float(labels["le"]), value)
-        for labels, value in samples.get(f"{histogram}_bucket", [])
-    ]
-    return sorted(pairs)
+def buckets(samples: Samples, histogram: str, **match: str) -> list[tuple[float, float]]:
+    """Cumulative (upper bound, count) pairs, +Inf last, summed over the series whose labels
+    include ``match`` (all series when it is empty)."""
+    sums: dict[float, float] = {}
+    for labels, value in samples.get(f"{histogram}_bucket", []):
+        if any(labels.get(key) != wanted for key, wanted in match.items()):
+            continue
+        bound = float("inf") if labels["le"] == "+Inf" else float(labels["le"])
+        sums[bound] = sums.get(bound, 0.0) + value
+    return sorted(sums.items())
 
 
 def bucket_quantile(cumulative: list[tuple[float, float]], q: float) -> float | None:
@@ -388,7 +391,7 @@ class DaemonProcess:
     def environment(self) -> dict[str, str]:
         # INGESTION__SECTION__KEY=... in the bench's own environment reaches the daemon, so any
         # setting can be measured (e.g. INGESTION__VALKEY__CONFLATION_MS=5).
-        passed = {"PATH", "HOME", "LANG"}
+        passed = {"PATH", "HOME", "LANG", "PYTHONPATH"}
         base = {k: v for k, v in os.environ.items() if k in passed or k.startswith("INGESTION__")}
         return (
             base
