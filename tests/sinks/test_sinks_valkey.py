@@ -10,14 +10,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from sinks_helpers import BASE_NS, RecordingBus, depth, full_quote, trade
 
 from ingestion.config import ValkeyConfig
 from ingestion.events import IngestionEvent
 from ingestion.metrics import Metrics
 from ingestion.sinks.book import DepthBook
-from ingestion.sinks.valkey import ValkeyCache
+from ingestion.sinks.valkey import HiredisPackingConnection, ValkeyCache, trade_fields
 
 US = 1000
 
@@ -167,6 +170,44 @@ class TestWhenWritesHappen:
         async with asyncio.timeout(5):
             await cache.aclose()
         assert await _l1_timestamp_is(redis, "XLE", BASE_NS + US)
+
+
+ARGUMENTS = st.one_of(
+    st.text(), st.binary(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.booleans()
+)
+
+
+class TestCommandPacking:
+    """hiredis packs our commands; the bytes must be exactly those redis-py's own packer makes."""
+
+    def test_a_trade_xadd_packs_to_the_same_bytes(self) -> None:
+        fields = trade_fields(trade("SPY", BASE_NS, price=412.37))
+        args = ["XADD", "market:trades:SPY", "MAXLEN", "~", 1000, "*"]
+        for name, value in fields.items():
+            args += [name, value]
+        assert HiredisPackingConnection().pack_command(*args) == [b"".join(Connection().pack_command(*args))]
+
+    @given(st.sampled_from(["SET", "XADD", "PUBLISH", "CLIENT SETINFO", b"CONFIG GET"]), st.lists(ARGUMENTS))
+    def test_any_arguments_pack_like_redis_py_or_fail_like_it(
+        self, name: str | bytes, rest: list[Any]
+    ) -> None:
+        ours, theirs = HiredisPackingConnection(), Connection()
+        try:
+            expected = b"".join(theirs.pack_command(name, *rest))
+        except Exception as exc:  # whatever redis-py raises (a bool: DataError), ours raises too
+            with pytest.raises(type(exc)):
+                ours.pack_command(name, *rest)
+            return
+        assert b"".join(ours.pack_command(name, *rest)) == expected
+
+    async def test_the_cache_talks_through_the_hiredis_packer(self, valkey_config: ValkeyConfig) -> None:
+        cache = ValkeyCache(valkey_config, RecordingBus(), Metrics())
+        await cache.start()
+        try:
+            assert cache._client is not None
+            assert cache._client.connection_pool.connection_class is HiredisPackingConnection
+        finally:
+            await cache.aclose()
 
 
 class TestDepthBook:

@@ -22,7 +22,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -43,6 +45,25 @@ STATUS_KEY = "ingestion:status"
 StatusProvider = Callable[[], dict[str, Any]]
 INFINITY = float("inf")
 NEVER = float("-inf")
+
+
+class HiredisPackingConnection(Connection):
+    """redis-py's asyncio connection, packing commands with hiredis as redis-py's sync client does.
+
+    ``redis.asyncio`` packs every argument in Python: 18.7 us for the XADD of one trade, against
+    3.7 us for ``hiredis.pack_command``, which gives the same bytes (tests/sinks/test_sinks_valkey.py
+    compares them). At 45,000 msgs/s that packing was 13 % of the event loop. Whatever hiredis does
+    not take (a command name with a space, a bool, which redis-py refuses) goes the Python way.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if (" " if isinstance(first, str) else b" ") in first:
+            return super().pack_command(*args)
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            return super().pack_command(*args)
 
 
 def l1_key(symbol: str) -> str:
@@ -160,8 +181,12 @@ class ValkeyCache:
         self._wake.set()
 
     async def start(self) -> None:
+        url = self._config.url.get_secret_value()
+        # TLS (rediss://) and unix sockets keep the connection class their scheme selects.
+        packing = {"connection_class": HiredisPackingConnection} if url.startswith("redis://") else {}
         self._client = Redis.from_url(
-            self._config.url.get_secret_value(),
+            url,
+            **packing,
             socket_timeout=self._config.socket_timeout_seconds,
             socket_connect_timeout=self._config.socket_timeout_seconds,
             # No client-side retries: a failed cycle is simply dropped and the next one tries again.
