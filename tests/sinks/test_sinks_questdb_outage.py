@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sinks_helpers import BASE_NS, ConfigFactory, RecordingBus, eventually, full_quote, running_writer
+from sinks_helpers import BASE_NS, ConfigFactory, RecordingBus, depth, eventually, full_quote, running_writer
 
 from ingestion.metrics import Metrics
 from ingestion.sinks.questdb import QuestDBWriter
@@ -116,6 +116,20 @@ class TestRejectedRows:
         assert sorted(r["symbol"] for r in qdb.rows("market_data_l1")) == ["DIA", "QQQ", "SPY"]
         assert metrics.registry.get_sample_value("ingestion_rows_dead_lettered_total") == 1
         assert "questdb_rejected" in bus.names()
+
+    async def test_a_row_the_client_cannot_encode_is_dead_lettered_not_fatal(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory, metrics: Metrics
+    ) -> None:
+        """A depth position beyond 64 bits (a garbled message) cannot become ILP: that row is
+        dead-lettered, the rows around it land, and the writer keeps going."""
+        async with running_writer(make_config(), metrics=metrics) as writer:
+            writer.accept(full_quote("SPY", BASE_NS))
+            writer.accept(depth("SPY", BASE_NS + US, position=2**70))
+            writer.accept(full_quote("QQQ", BASE_NS + 2 * US))
+            await eventually(lambda: writer.status().details["dead_lettered"] == 1, what="the dead letter")
+            await eventually(lambda: qdb.row_count("market_data_l1") == 2, what="the good rows")
+            assert writer.status().state == "ok"
+        assert metrics.registry.get_sample_value("ingestion_rows_dead_lettered_total") == 1
 
 
 class TestBoundedMemory:

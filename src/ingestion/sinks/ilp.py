@@ -143,8 +143,9 @@ class IlpLink:
         for row in rows:
             try:
                 add_row(buffer, row)
-            except QuestDBError as exc:
-                # The client itself refuses the row (a bad name, invalid text): no server can take it.
+            except (QuestDBError, OverflowError, TypeError, ValueError) as exc:
+                # The client itself refuses the row (a bad name, invalid text, an integer beyond 64
+                # bits from a garbled message): no server can take it, so it must not stop the rest.
                 raise _Rejected(f"client refused the row: {exc}", repr(row)) from exc
         try:
             sender.flush(buffer, clear=False, transactional=self._transactional)
