@@ -43,7 +43,8 @@ from ingestion.sinks.schema import SchemaMismatchError
 from ingestion.sinks.valkey import ValkeyCache
 
 SHUTDOWN_SECONDS = 8.0
-RECANCEL_SECONDS = 0.1
+RECANCEL_SECONDS = 1.0
+DRAIN_SECONDS = 1.0
 FRED_STATE_FILE = "fred-state.json"
 
 log = get_logger("app")
@@ -212,6 +213,7 @@ async def _shutdown(
     started = time.monotonic()
     deadline = started + SHUTDOWN_SECONDS
     stopping.cancel()
+    await daemon.supervisor.drain(limit_seconds=DRAIN_SECONDS)
     await stop_tasks([supervisor], deadline)
     handed = daemon.pipeline.drain()
     await stop_tasks(background, deadline)
@@ -229,12 +231,13 @@ async def _shutdown(
 
 
 async def stop_tasks(tasks: list[asyncio.Task], deadline: float) -> None:
-    """Cancel ``tasks`` and wait until they end, asking again every 0.1 s until ``deadline``.
+    """Cancel ``tasks`` and wait until they end, asking again every second until ``deadline``.
 
     One request is not always enough: on Python 3.11, ``asyncio.wait_for`` returns a result that
     arrived together with the cancellation and drops the cancellation (fixed in 3.12), and redis-py
     sends every command through it. A Valkey writer cancelled mid-send then went on writing, and the
-    shutdown waited for it forever. What is still running at the deadline is named in the log.
+    shutdown waited for it forever. A second request comes only after a second, so that a task busy
+    with its own clean-up is not interrupted. What is still running at the deadline is logged.
     """
     pending = {task for task in tasks if not task.done()}
     while pending and (remaining := deadline - time.monotonic()) > 0:

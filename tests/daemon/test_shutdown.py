@@ -7,6 +7,7 @@ import contextlib
 import random
 import time
 
+from ibkr_harness import ibkr_stack, wait_for
 from structlog.testing import capture_logs
 
 from ingestion.app import stop_tasks
@@ -14,6 +15,7 @@ from ingestion.bus import EventBus
 from ingestion.config import ValkeyConfig
 from ingestion.events import Trade
 from ingestion.metrics import Metrics
+from ingestion.simulator.config import SimulatorConfig
 from ingestion.sinks.valkey import ValkeyCache
 
 
@@ -38,7 +40,7 @@ async def test_a_task_that_drops_one_cancellation_is_asked_again_and_ends() -> N
     started = time.monotonic()
     await stop_tasks([task], deadline=started + 5)
     assert task.cancelled()
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 2  # the second request comes after a second
 
 
 async def test_a_task_that_never_ends_is_named_in_the_log_at_the_deadline() -> None:
@@ -53,7 +55,7 @@ async def test_a_task_that_never_ends_is_named_in_the_log_at_the_deadline() -> N
 
 async def test_the_valkey_writer_stops_when_cancelled_in_the_middle_of_a_write(valkey_url: str) -> None:
     """The real case: redis-py under Python 3.11 drops about every other cancellation that lands while a
-    command is being sent. Cancelled at random moments of a busy writer, it must end every time."""
+    command is being sent. Cancelled once, at random moments of a busy writer, it ends every time."""
     rng = random.Random(7)
     for _ in range(30):
         cache = ValkeyCache(ValkeyConfig(url=valkey_url, socket_timeout_seconds=1.0), EventBus(), Metrics())
@@ -61,10 +63,11 @@ async def test_the_valkey_writer_stops_when_cancelled_in_the_middle_of_a_write(v
         writer = asyncio.create_task(cache.run())
         feeder = asyncio.create_task(_feed(cache))
         await asyncio.sleep(rng.uniform(0.005, 0.03))
-        await stop_tasks([writer, feeder], deadline=time.monotonic() + 3)
+        feeder.cancel()
+        writer.cancel()  # once: the writer itself must honour a cancellation redis-py dropped
+        await asyncio.wait([writer, feeder], timeout=1)
         await cache.aclose()
         assert writer.done()
-        assert feeder.done()
 
 
 async def _feed(cache: ValkeyCache) -> None:
@@ -74,3 +77,30 @@ async def _feed(cache: ValkeyCache) -> None:
         cache.accept(Trade("SPY", time.time_ns(), None, price, 1.0, "ARCA", "", False, False, "tick_by_tick"))
         sequence += 1
         await asyncio.sleep(0)
+
+
+async def test_drain_cancels_the_streams_and_reads_everything_already_sent() -> None:
+    """What the gateway sent before the stop is read and handed on, not dropped with the socket: drain()
+    then disconnect, as a stop does, and the sink holds every trade and depth message the simulator sent."""
+    async with ibkr_stack(SimulatorConfig(port=0, control_port=0, rate=30000)) as stack:
+        await wait_for(lambda: stack.registry.counts()["active"] == 33, 10, "subscription")
+        await asyncio.sleep(2)
+        await stack.supervisor.drain()
+        ib = stack.supervisor.ib
+        assert ib is not None
+        ib.disconnect()  # what a stop does next: whatever is still unread now is lost with the socket
+        await asyncio.sleep(0.2)
+        sent = (await stack.stats())["sent"]
+        await wait_for(lambda: stack.pipeline.depth == 0, 5, "the pipeline to empty")
+        by_symbol = sent["by_symbol"]
+        expected = {
+            symbol: (
+                by_symbol[symbol]["tick_by_tick_all_last"]
+                if stack.registry.streams[symbol].time_and_sales.source == "tick_by_tick"
+                else by_symbol[symbol]["rtvolume"],
+                by_symbol[symbol]["depth"],
+            )
+            for symbol in stack.registry.streams
+        }
+        received = {symbol: (stack.sink.trades[symbol], stack.sink.depth[symbol]) for symbol in expected}
+    assert received == expected

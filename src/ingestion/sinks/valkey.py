@@ -194,9 +194,13 @@ class ValkeyCache:
         )
 
     async def run(self) -> None:
+        task = asyncio.current_task()
         while True:
             await self._work_due()
             await self._cycle()
+            if task is not None and task.cancelling():
+                # A cancellation that redis-py's send dropped (Python 3.11's wait_for): honour it.
+                raise asyncio.CancelledError
 
     async def aclose(self) -> None:
         """One last cycle with everything still pending (the caller bounds it in time), then close."""
