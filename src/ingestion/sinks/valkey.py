@@ -20,7 +20,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import hiredis
 from redis.asyncio import Redis
@@ -43,6 +43,7 @@ log = get_logger("valkey")
 EVENTS_CHANNEL = "ingestion:events"
 STATUS_KEY = "ingestion:status"
 StatusProvider = Callable[[], dict[str, Any]]
+T = TypeVar("T")
 INFINITY = float("inf")
 NEVER = float("-inf")
 
@@ -99,6 +100,44 @@ def event_body(event: IngestionEvent) -> dict[str, Any]:
     return {"event": event.event, "at": iso_ns(event.timestamp_ns), "detail": event.detail}
 
 
+class Conflated(Generic[T]):
+    """The newest value per key, written at most once per ``interval`` seconds per key.
+
+    A key last written ``interval`` or longer ago is due at once (the leading edge); one written more
+    recently waits until the interval has passed, and then carries whatever value is newest then.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._pending: dict[str, T] = {}
+        self._sent_at: dict[str, float] = {}  # monotonic time each key was last taken for a write
+
+    def put(self, key: str, value: T) -> None:
+        self._pending[key] = value
+
+    def seconds_to_due(self, now: float) -> float:
+        """Until the first pending key may be written (<= 0: now); infinite when nothing is pending."""
+        sent_at, interval = self._sent_at, self._interval
+        return min((sent_at.get(key, NEVER) + interval - now for key in self._pending), default=INFINITY)
+
+    def take_due(self, now: float, *, final: bool = False) -> dict[str, T]:
+        """The keys that may be written now, marked as sent at ``now``; ``final`` takes all of them."""
+        if final:
+            due, self._pending = self._pending, {}
+            return due
+        sent_at, oldest = self._sent_at, now - self._interval
+        due = {key: value for key, value in self._pending.items() if sent_at.get(key, NEVER) <= oldest}
+        for key in due:
+            del self._pending[key]
+            sent_at[key] = now
+        return due
+
+    def put_back(self, taken: dict[str, T]) -> None:
+        """Values a failed write took, unless a newer one came meanwhile."""
+        for key, value in taken.items():
+            self._pending.setdefault(key, value)
+
+
 class ValkeyCache:
     """The cache sink. Wire it as ``ValkeyCache(settings.valkey, bus, metrics, status_provider)``.
 
@@ -131,12 +170,10 @@ class ValkeyCache:
         self._now_ns = now_ns
         self._max_queued = max_queued
         self._interval = config.conflation_ms / 1000
-        # Newest state not yet written, per symbol; and when each key was last sent (monotonic).
-        self._l1: dict[str, Quote] = {}
+        # Newest state not yet written, per symbol: the quote, and the book that changed.
+        self._l1: Conflated[Quote] = Conflated(self._interval)
+        self._l2: Conflated[DepthBook] = Conflated(self._interval)
         self._books: dict[str, DepthBook] = {}
-        self._l2_dirty: set[str] = set()
-        self._l1_sent_at: dict[str, float] = {}
-        self._l2_sent_at: dict[str, float] = {}
         self._trades: deque[Trade] = deque()
         self._events: deque[IngestionEvent] = deque()
         self._next_status = 0.0
@@ -159,13 +196,13 @@ class ValkeyCache:
     def accept(self, event: Event) -> None:
         """Update the in-memory state; O(1) apart from a book row shift (at most 50 rows)."""
         if isinstance(event, Quote):
-            self._l1[event.symbol] = event
+            self._l1.put(event.symbol, event)
         elif isinstance(event, DepthUpdate):
             book = self._books.get(event.symbol)
             if book is None:
                 book = self._books[event.symbol] = DepthBook()
             book.apply(event)
-            self._l2_dirty.add(event.symbol)
+            self._l2.put(event.symbol, book)
         elif isinstance(event, Trade):
             self._enqueue(self._trades, event)
         elif isinstance(event, IngestionEvent) and event.alert:
@@ -239,47 +276,18 @@ class ValkeyCache:
                     await self._wake.wait()
 
     def _seconds_to_next_cycle(self, now: float) -> float:
-        interval = self._interval
         if self._down_since is not None:
             # While Valkey is down, try (or ping) once per interval, not once per tick.
-            return self._last_attempt + interval - now
+            return self._last_attempt + self._interval - now
         if self._trades or self._events:
             return 0.0
-        due = self._next_status - now if self._status_provider is not None else INFINITY
-        sent_at = self._l1_sent_at
-        for symbol in self._l1:
-            due = min(due, sent_at.get(symbol, NEVER) + interval - now)
-        sent_at = self._l2_sent_at
-        for symbol in self._l2_dirty:
-            due = min(due, sent_at.get(symbol, NEVER) + interval - now)
-        return due
-
-    def _take_due_quotes(self, now: float, final: bool) -> dict[str, Quote]:
-        if final:
-            quotes, self._l1 = self._l1, {}
-            return quotes
-        sent_at, oldest = self._l1_sent_at, now - self._interval
-        quotes = {s: q for s, q in self._l1.items() if sent_at.get(s, NEVER) <= oldest}
-        for symbol in quotes:
-            del self._l1[symbol]
-            sent_at[symbol] = now
-        return quotes
-
-    def _take_due_books(self, now: float, final: bool) -> set[str]:
-        if final:
-            books, self._l2_dirty = self._l2_dirty, set()
-            return books
-        sent_at, oldest = self._l2_sent_at, now - self._interval
-        books = {s for s in self._l2_dirty if sent_at.get(s, NEVER) <= oldest}
-        self._l2_dirty -= books
-        for symbol in books:
-            sent_at[symbol] = now
-        return books
+        status = self._next_status - now if self._status_provider is not None else INFINITY
+        return min(status, self._l1.seconds_to_due(now), self._l2.seconds_to_due(now))
 
     async def _cycle(self, *, final: bool = False) -> None:
         now = self._last_attempt = time.monotonic()
-        quotes = self._take_due_quotes(now, final)
-        books = self._take_due_books(now, final)
+        quotes = self._l1.take_due(now, final=final)
+        books = self._l2.take_due(now, final=final)
         trades, self._trades = self._trades, deque()
         events, self._events = self._events, deque()
         status = self._status_body()
@@ -293,9 +301,8 @@ class ValkeyCache:
                 await self._write(quotes, books, trades, events, status)
         except (RedisError, OSError, TimeoutError) as exc:
             # Keep the latest L1/L2 state (unless newer came meanwhile) so the cache catches up later.
-            for symbol, quote in quotes.items():
-                self._l1.setdefault(symbol, quote)
-            self._l2_dirty |= books
+            self._l1.put_back(quotes)
+            self._l2.put_back(books)
             self._count_dropped(commands)
             self._went_down(exc)
             return
@@ -304,7 +311,7 @@ class ValkeyCache:
     async def _write(
         self,
         quotes: dict[str, Quote],
-        books: set[str],
+        books: dict[str, DepthBook],
         trades: deque[Trade],
         events: deque[IngestionEvent],
         status: dict[str, Any] | None,
@@ -314,8 +321,8 @@ class ValkeyCache:
         pipe = self._client.pipeline(transaction=False)
         for symbol, quote in quotes.items():
             pipe.set(l1_key(symbol), json.dumps(l1_body(quote)), ex=ttl)
-        for symbol in books:
-            pipe.set(l2_key(symbol), json.dumps(self._books[symbol].snapshot(symbol)), ex=ttl)
+        for symbol, book in books.items():
+            pipe.set(l2_key(symbol), json.dumps(book.snapshot(symbol)), ex=ttl)
         maxlen = self._config.trades_stream_maxlen
         for trade in trades:
             pipe.xadd(trades_key(trade.symbol), trade_fields(trade), maxlen=maxlen, approximate=True)
@@ -347,14 +354,18 @@ class ValkeyCache:
 
     # --- bookkeeping --------------------------------------------------------------------------------------
     def _wrote(
-        self, quotes: dict[str, Quote], books: set[str], trades: deque[Trade], events: deque[IngestionEvent]
+        self,
+        quotes: dict[str, Quote],
+        books: dict[str, DepthBook],
+        trades: deque[Trade],
+        events: deque[IngestionEvent],
     ) -> None:
         now = self._now_ns()
         observe = self._observe
         for quote in quotes.values():
             observe["l1"](max(now - quote.timestamp_ns, 0) / 1e9)
-        for symbol in books:
-            observe["l2"](max(now - self._books[symbol].timestamp_ns, 0) / 1e9)
+        for book in books.values():
+            observe["l2"](max(now - book.timestamp_ns, 0) / 1e9)
         observe_trade = observe["trades"]
         for trade in trades:
             observe_trade(max(now - trade.timestamp_ns, 0) / 1e9)
