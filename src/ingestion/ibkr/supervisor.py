@@ -113,8 +113,7 @@ class ConnectionSupervisor:
         self._registry.cancel_all(ib)
         deadline = time.monotonic() + limit_seconds
         while (left := deadline - time.monotonic()) > 0:
-            # ib_async's wrapper.time: time.time() of the last packet read from the socket.
-            quiet = time.time() - ib.wrapper.time
+            quiet = _seconds_since_data(ib)
             if quiet >= quiet_seconds:
                 return
             await asyncio.sleep(min(quiet_seconds - quiet, left))
@@ -144,7 +143,7 @@ class ConnectionSupervisor:
         restore_exchange_times(ib)
         self._ended = asyncio.get_running_loop().create_future()
         self._client_id_in_use = False
-        self._api_errors: list[str] = []
+        self._api_errors = []
         self._attempt_started = time.time()
         self._resubscribe.clear()
         ib.client.apiError += self._api_errors.append
@@ -285,8 +284,7 @@ class ConnectionSupervisor:
             try:
                 await asyncio.wait_for(ib.reqCurrentTimeAsync(), config.heartbeat_timeout_seconds)
             except TimeoutError as exc:
-                # ib_async's wrapper.time: time.time() of the last packet read from the socket.
-                quiet = time.time() - ib.wrapper.time
+                quiet = _seconds_since_data(ib)
                 if quiet < config.heartbeat_timeout_seconds:
                     log.warning("heartbeat answer delayed behind incoming data", last_data_seconds_ago=quiet)
                     continue
@@ -349,3 +347,8 @@ class ConnectionSupervisor:
                 self._registry.cancel_all(ib)
             self._teardown(ib)
         self._state.stopped()
+
+
+def _seconds_since_data(ib: IB) -> float:
+    """Seconds since the last packet was read from the socket (ib_async's ``wrapper.time``)."""
+    return time.time() - ib.wrapper.time
