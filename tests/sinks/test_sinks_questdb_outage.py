@@ -12,7 +12,9 @@ import pytest
 from sinks_helpers import BASE_NS, ConfigFactory, RecordingBus, depth, eventually, full_quote, running_writer
 
 from ingestion.metrics import Metrics
+from ingestion.sinks.ilp import IlpLink
 from ingestion.sinks.questdb import QuestDBWriter
+from ingestion.sinks.rows import row_for
 from questdb_double import QuestDBDouble
 
 US = 1000
@@ -184,3 +186,24 @@ class TestShutdown:
         async with running_writer(make_config()):
             await eventually(lambda: qdb.row_count("market_data_l1") == 100, what="the rows from the spool")
         assert qdb.duplicates("market_data_l1") == 0
+
+
+class TestTheHttpSenderOutlivesFailures:
+    def test_one_sender_serves_a_long_run_of_failed_flushes(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory
+    ) -> None:
+        """40 failed flushes in a row, then success: no rebuilt sender, so no "burst of reconnections".
+
+        The questdb client warns (an error under pytest) once about 25 senders are built within a
+        moment; over HTTP the same sender is usable again after a 5xx or a refused connection.
+        """
+        link = IlpLink(make_config())
+        qdb.fail_writes(500)
+        failures = [link.deliver([row_for(full_quote("SPY", BASE_NS + i * US))]) for i in range(40)]
+        qdb.heal()
+        recovered = link.deliver([row_for(full_quote("SPY", BASE_NS + 40 * US))])
+        link.close()
+        assert all(delivery.error and len(delivery.unsent) == 1 for delivery in failures)
+        assert recovered.error is None
+        assert recovered.acked == {"market_data_l1": 1}
+        assert qdb.row_count("market_data_l1") == 1

@@ -100,6 +100,11 @@ class IlpLink:
         self._conf = sender_conf(config)
         self._auth = _auth(config)
         self._transactional = config.protocol == "http"
+        # A TCP connection is dead after any failure. ILP over HTTP is one request per flush and the
+        # sender stays usable after a refused connection, a timeout or a 5xx (tests/sinks show it), so
+        # it is kept: the client warns about "a burst of reconnections" when a sender is rebuilt per
+        # retry, and reusing it is what its documentation asks for.
+        self._reconnect_after_failure = config.protocol == "tcp"
         self._sender: Sender | None = None
 
     def deliver(self, rows: Sequence[Row]) -> Delivery:
@@ -116,7 +121,8 @@ class IlpLink:
             except _Transient as exc:
                 delivery.error = str(exc)
                 delivery.unsent = [r for t in tables[index:] for r in groups[t]]
-                self._reset()
+                if self._reconnect_after_failure:
+                    self._reset()
                 break
             delivery.dead.extend(dead)
             delivery.acked[table] = len(groups[table]) - len(dead)
