@@ -150,6 +150,9 @@ class WebhookNotifier:
         self._sleep = sleep
         self._backoff = backoff or ExponentialBackoff(RETRY_INITIAL_SECONDS, RETRY_MAX_SECONDS)
         self._pending: collections.deque[IngestionEvent] = collections.deque()
+        # While the first pending alert is being delivered: the webhooks not yet finished with it
+        # (delivered or given up), so a shutdown meanwhile sends it again only where it had not arrived.
+        self._unfinished: set[str] | None = None
         self._wake = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
         self._deliveries = Counter(
@@ -201,22 +204,32 @@ class WebhookNotifier:
                 self._wake.clear()
                 await self._wake.wait()
             event = self._pending[0]
-            await asyncio.gather(*(self._deliver(url, event) for url in self._urls))
+            self._unfinished = set(self._urls)
+            await asyncio.gather(*(self._deliver_first(url, event) for url in self._urls))
             self._pending.popleft()
+            self._unfinished = None
 
     async def aclose(self) -> None:
         """Best effort at shutdown: one try per queued alert and webhook, within :data:`FLUSH_SECONDS`."""
         try:
             async with asyncio.timeout(FLUSH_SECONDS):
+                unfinished, self._unfinished = self._unfinished, None
+                urls = [url for url in self._urls if unfinished is None or url in unfinished]
                 while self._pending:
                     event = self._pending.popleft()
-                    await asyncio.gather(*(self._deliver(url, event, attempts=1) for url in self._urls))
+                    await asyncio.gather(*(self._deliver(url, event, attempts=1) for url in urls))
+                    urls = list(self._urls)
         except TimeoutError:
             log.warning("alerts not delivered before shutdown", pending=len(self._pending) + 1)
         finally:
             if self._client is not None:
                 await self._client.aclose()
                 self._client = None
+
+    async def _deliver_first(self, url: str, event: IngestionEvent) -> None:
+        await self._deliver(url, event)
+        if self._unfinished is not None:
+            self._unfinished.discard(url)
 
     async def _deliver(self, url: str, event: IngestionEvent, attempts: int | None = None) -> None:
         """POST one alert to one webhook, retrying transient failures with capped backoff."""

@@ -64,7 +64,7 @@ class TestWebhookNotifier:
         notifier = notifier_for(receiver.url, sleeps=sleeps)
         task = await running(notifier)
         notifier.notify(LOST)
-        await wait_for(lambda: receiver.received, 5, "the POST")
+        await wait_for(lambda: notifier.delivered, 5, "the POST and its answer")
         await stop(task, notifier)
         (body,) = receiver.received
         assert body["event"] == "connection_lost"
@@ -155,6 +155,21 @@ class TestWebhookNotifier:
         notifier.notify(LOST)
         await notifier.aclose()
         assert receiver.events() == ["connection_lost"]
+
+    async def test_shutdown_resends_only_where_the_alert_had_not_arrived(
+        self, receiver: WebhookReceiver, sleeps: RecordedSleeps
+    ) -> None:
+        """Stopped while one of two webhooks is still answering: only that one gets the alert again."""
+        async with webhook_receiver() as slow:
+            slow.answer_after = 0.5
+            notifier = notifier_for(receiver.url, slow.url, sleeps=sleeps)
+            task = await running(notifier)
+            notifier.notify(LOST)
+            await wait_for(lambda: notifier.delivered == 1 and slow.attempts == 1, 5, "one delivered")
+            await stop(task, notifier)
+        assert receiver.attempts == 1
+        # The slow one saw the first POST too, but its answer never came back: at least once, there.
+        assert slow.attempts == 2
 
     async def test_the_webhook_url_never_appears_whole_in_logs(self, sleeps: RecordedSleeps) -> None:
         """Failures are logged with scheme and host only: the token in the path stays secret."""

@@ -1,7 +1,8 @@
 """A local HTTP endpoint that records webhook POSTs, like a Slack or Discord incoming webhook would.
 
 It runs in the test's event loop on a loopback port, speaks just enough HTTP/1.1 (keep-alive,
-Content-Length bodies) for httpx, and can answer the next N requests with an error status.
+Content-Length bodies) for httpx, can answer the next N requests with an error status, and can take
+its time before answering (``answer_after``), to hold a delivery in flight.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class WebhookReceiver:
     path: str = "/hooks/T0SECRET/B0SECRET/xyzTOKEN"
     received: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0
+    answer_after: float = 0.0
     _failures: list[int] = field(default_factory=list)
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
@@ -65,6 +67,7 @@ class WebhookReceiver:
         }
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         self.attempts += 1
+        await asyncio.sleep(self.answer_after)
         status = self._failures.pop(0) if self._failures else 200
         if status == 200 and lines[0].split(" ")[1] == self.path:
             self.received.append(json.loads(body))
