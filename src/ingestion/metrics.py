@@ -56,6 +56,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.latency_valkey_beyond_conflation = Histogram(
+            "ingestion_latency_to_valkey_beyond_conflation_seconds",
+            "l1, l2: from when the newest state could first be written (its receipt, or the end of its"
+            " key's conflation interval if later) to Valkey acknowledging it: what the daemon adds",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.spool_bytes = Gauge("ingestion_spool_bytes", "Bytes waiting in the on-disk spool", registry=r)
         self.cache_writes = Counter(
             "ingestion_valkey_writes", "Conflated cache writes sent", ["kind"], registry=r

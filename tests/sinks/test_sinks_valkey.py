@@ -120,6 +120,25 @@ class TestWhenWritesHappen:
         assert newest_written - first_written >= 0.9
         assert _l1_writes(metrics) == 2
 
+    async def test_the_wait_for_the_interval_is_measured_apart_from_the_daemons_own_delay(
+        self, valkey_config: ValkeyConfig, redis: Redis, metrics: Metrics
+    ) -> None:
+        """A quote held back for most of a 1 s interval is 1 s old when written, yet only the part
+        after the interval let it go counts as the daemon's own delay (…_beyond_conflation_seconds)."""
+        config = valkey_config.model_copy(update={"conflation_ms": 1000})
+        async with running_cache(config, metrics=metrics) as cache:
+            first = time.time_ns()
+            cache.accept(full_quote("XLF", first))
+            await poll(lambda: _l1_timestamp_is(redis, "XLF", first))
+            held = time.time_ns()
+            cache.accept(full_quote("XLF", held))
+            await poll(lambda: _l1_timestamp_is(redis, "XLF", held), within=3.0)
+            await poll(lambda: _at_least(_l1_writes(metrics), 2))
+        age = _histogram_sum(metrics, "ingestion_latency_to_valkey_seconds")
+        beyond = _histogram_sum(metrics, "ingestion_latency_to_valkey_beyond_conflation_seconds")
+        assert age >= 0.8  # the held quote waited for (most of) the interval
+        assert beyond < 0.4  # two writes, each sent as soon as it was allowed to go
+
     async def test_a_steady_stream_of_quotes_gets_one_write_per_interval(
         self, valkey_config: ValkeyConfig, redis: Redis, metrics: Metrics
     ) -> None:
@@ -321,6 +340,10 @@ async def _l1_timestamp_is(redis: Redis, symbol: str, timestamp: int) -> bool:
 
 def _l1_writes(metrics: Metrics) -> float:
     return metrics.registry.get_sample_value("ingestion_valkey_writes_total", {"kind": "l1"}) or 0.0
+
+
+def _histogram_sum(metrics: Metrics, name: str, kind: str = "l1") -> float:
+    return metrics.registry.get_sample_value(f"{name}_sum", {"kind": kind}) or 0.0
 
 
 async def _at_least(value: float, minimum: float) -> bool:

@@ -111,6 +111,8 @@ class Conflated(Generic[T]):
         self._interval = interval
         self._pending: dict[str, T] = {}
         self._sent_at: dict[str, float] = {}  # monotonic time each key was last taken for a write
+        # For the keys of the last take: when the interval let them go (-inf: nothing held them).
+        self.free_since: dict[str, float] = {}
 
     def put(self, key: str, value: T) -> None:
         self._pending[key] = value
@@ -124,9 +126,11 @@ class Conflated(Generic[T]):
         """The keys that may be written now, marked as sent at ``now``; ``final`` takes all of them."""
         if final:
             due, self._pending = self._pending, {}
+            self.free_since = {}
             return due
-        sent_at, oldest = self._sent_at, now - self._interval
+        sent_at, oldest, interval = self._sent_at, now - self._interval, self._interval
         due = {key: value for key, value in self._pending.items() if sent_at.get(key, NEVER) <= oldest}
+        self.free_since = {key: sent_at.get(key, NEVER) + interval for key in due}
         for key in due:
             del self._pending[key]
             sent_at[key] = now
@@ -190,6 +194,9 @@ class ValkeyCache:
         # key's is the age of the newest state it carries, which the conflation interval bounds.
         kinds = ("l1", "l2", "trades")
         self._observe = {kind: metrics.latency_valkey.labels(kind=kind).observe for kind in kinds}
+        # For a conflated key, also the part of that age the daemon adds on top of the interval's wait.
+        beyond = metrics.latency_valkey_beyond_conflation
+        self._observe_beyond = {kind: beyond.labels(kind=kind).observe for kind in ("l1", "l2")}
         self._count_writes = {kind: metrics.cache_writes.labels(kind=kind).inc for kind in (*kinds, "events")}
 
     # --- the Sink interface -------------------------------------------------------------------------------
@@ -362,10 +369,8 @@ class ValkeyCache:
     ) -> None:
         now = self._now_ns()
         observe = self._observe
-        for quote in quotes.values():
-            observe["l1"](max(now - quote.timestamp_ns, 0) / 1e9)
-        for book in books.values():
-            observe["l2"](max(now - book.timestamp_ns, 0) / 1e9)
+        self._observe_state("l1", quotes, self._l1.free_since, now)
+        self._observe_state("l2", books, self._l2.free_since, now)
         observe_trade = observe["trades"]
         for trade in trades:
             observe_trade(max(now - trade.timestamp_ns, 0) / 1e9)
@@ -375,6 +380,21 @@ class ValkeyCache:
         self._last_write_ns = now
         if self._down_since is not None:
             self._came_back()
+
+    def _observe_state(
+        self,
+        kind: str,
+        written: dict[str, Quote] | dict[str, DepthBook],
+        free_since: dict[str, float],
+        now: int,
+    ) -> None:
+        """The age of each written state, and how much of it came after the interval let the key go."""
+        observe, observe_beyond = self._observe[kind], self._observe_beyond[kind]
+        now_monotonic = time.monotonic()
+        for key, state in written.items():
+            age = max(now - state.timestamp_ns, 0) / 1e9
+            observe(age)
+            observe_beyond(min(age, now_monotonic - free_since.get(key, NEVER)))
 
     def _count_dropped(self, count: int) -> None:
         self._dropped += count
