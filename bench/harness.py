@@ -72,10 +72,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return memory_mb(pid)["VmRSS"]
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS and its parts from /proc/<pid>/status: RssAnon (heap, arenas, stacks) and RssFile
+    (mapped files: the interpreter, shared libraries), in MB. Only RssAnon growth can be a leak."""
+    wanted = ("VmRSS:", "RssAnon:", "RssFile:", "RssShmem:")
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines if line.startswith(wanted)}
 
 
 def thread_count(pid: int) -> int:
@@ -391,8 +396,10 @@ class DaemonProcess:
     def environment(self) -> dict[str, str]:
         # INGESTION__SECTION__KEY=... in the bench's own environment reaches the daemon, so any
         # setting can be measured (e.g. INGESTION__VALKEY__CONFLATION_MS=5).
-        passed = {"PATH", "HOME", "LANG", "PYTHONPATH"}
-        base = {k: v for k, v in os.environ.items() if k in passed or k.startswith("INGESTION__")}
+        # MALLOC_* (glibc's tunables, e.g. MALLOC_ARENA_MAX=2) and PYTHONMALLOC pass too, for memory runs.
+        passed = {"PATH", "HOME", "LANG", "PYTHONPATH", "PYTHONMALLOC", "GLIBC_TUNABLES"}
+        prefixes = ("INGESTION__", "MALLOC_")
+        base = {k: v for k, v in os.environ.items() if k in passed or k.startswith(prefixes)}
         return (
             base
             | {
