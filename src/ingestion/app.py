@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import time
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.ibkr.supervisor import ConnectionSupervisor
 from ingestion.logging import get_logger
 from ingestion.market_session import MarketCalendar
+from ingestion.memory import freeze_startup_heap, pin_mmap_threshold
 from ingestion.metrics import Metrics
 from ingestion.pipeline import Pipeline
 from ingestion.sinks.questdb import QuestDBWriter
@@ -141,6 +141,7 @@ async def run(daemon: Daemon, stop: asyncio.Event) -> int:
         version=__version__,
         ibkr=f"{daemon.settings.ibkr.host}:{daemon.settings.ibkr.port}",
         symbols=len(daemon.settings.universe),
+        mmap_threshold_pinned=pin_mmap_threshold(),
     )
     api = daemon.api
     assert api is not None
@@ -158,7 +159,7 @@ async def run(daemon: Daemon, stop: asyncio.Event) -> int:
         await daemon.questdb.aclose()
         return 1
     await daemon.valkey.start()
-    _freeze_startup_heap()
+    freeze_startup_heap()
     background = [
         asyncio.create_task(api.serve(), name="api"),
         asyncio.create_task(daemon.webhooks.run(), name="webhooks"),
@@ -172,19 +173,6 @@ async def run(daemon: Daemon, stop: asyncio.Event) -> int:
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
     crashed = await _until_stop_or_crash(stopping, [supervisor, *background])
     return await _shutdown(daemon, supervisor, background, stopping, crashed=crashed)
-
-
-def _freeze_startup_heap() -> None:
-    """Take what start-up built out of the cyclic collector's sight.
-
-    The modules, the market calendar's tables, the settings and the API app live as long as the
-    process, yet every full collection walked all of them: at 10,000 events/s that paused the loop
-    for 25-100 ms a few times a minute, which was the tail of every latency figure. Frozen, they are
-    never scanned again; what is made later (one IB client per connection, events, rows) is collected
-    as before. The collect() first, so that start-up's own garbage is freed, not frozen.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 async def _until_stop_or_crash(stopping: asyncio.Task, tasks: list[asyncio.Task]) -> bool:
