@@ -78,7 +78,7 @@ def rss_mb(pid: int) -> float:
 def memory_mb(pid: int) -> dict[str, float]:
     """VmRSS and its parts from /proc/<pid>/status: RssAnon (heap, arenas, stacks) and RssFile
     (mapped files: the interpreter, shared libraries), in MB. Only RssAnon growth can be a leak."""
-    wanted = ("VmRSS:", "RssAnon:", "RssFile:", "RssShmem:")
+    wanted = ("VmRSS:", "RssAnon:", "RssFile:")
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     return {line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines if line.startswith(wanted)}
 

@@ -136,12 +136,13 @@ async def serve(settings: Settings) -> int:
 
 async def run(daemon: Daemon, stop: asyncio.Event) -> int:
     """Start everything, wait for ``stop``, then shut down in stages."""
+    pinned = pin_mmap_threshold()
     log.info(
         "starting data-ingestion",
         version=__version__,
         ibkr=f"{daemon.settings.ibkr.host}:{daemon.settings.ibkr.port}",
         symbols=len(daemon.settings.universe),
-        mmap_threshold_pinned=pin_mmap_threshold(),
+        mmap_threshold_pinned=pinned,
     )
     api = daemon.api
     assert api is not None

@@ -368,10 +368,9 @@ class ValkeyCache:
         events: deque[IngestionEvent],
     ) -> None:
         now = self._now_ns()
-        observe = self._observe
         self._observe_state("l1", quotes, self._l1.free_since, now)
         self._observe_state("l2", books, self._l2.free_since, now)
-        observe_trade = observe["trades"]
+        observe_trade = self._observe["trades"]
         for trade in trades:
             observe_trade(max(now - trade.timestamp_ns, 0) / 1e9)
         for kind, written in (("l1", quotes), ("l2", books), ("trades", trades), ("events", events)):
