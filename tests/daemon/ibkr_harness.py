@@ -77,6 +77,7 @@ class Stack:
     pipeline: Pipeline
     sink: CountingSink
     control: httpx.AsyncClient
+    supervisor_task: asyncio.Task[None] | None = None
 
     async def post(self, path: str) -> dict[str, Any]:
         response = await self.control.post(path)
@@ -87,6 +88,14 @@ class Stack:
         response = await self.control.get("/stats")
         response.raise_for_status()
         return response.json()
+
+    async def stop_supervisor(self) -> None:
+        """What the daemon's stop does after drain(): cancel the supervisor, which disconnects and does
+        not reconnect. (A bare ``ib.disconnect()`` looks like a lost connection, and the supervisor
+        reconnects and resubscribes.)"""
+        assert self.supervisor_task is not None, "the stack was made with start_supervisor=False"
+        self.supervisor_task.cancel()
+        await asyncio.gather(self.supervisor_task, return_exceptions=True)
 
     def events_named(self, name: str) -> list[IngestionEvent]:
         return [e for e in self.bus_events if e.event == name]
@@ -132,10 +141,13 @@ async def ibkr_stack(
             backoff=ExponentialBackoff.from_config(chosen.ibkr.reconnect),
         )
         tasks = [asyncio.create_task(pipeline.run())]
-        if start_supervisor:
-            tasks.append(asyncio.create_task(supervisor.run()))
+        supervisor_task = asyncio.create_task(supervisor.run()) if start_supervisor else None
+        if supervisor_task is not None:
+            tasks.append(supervisor_task)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sim.control_port}", timeout=10) as control:
-            stack = Stack(sim, chosen, bus_events, state, registry, supervisor, pipeline, sink, control)
+            stack = Stack(
+                sim, chosen, bus_events, state, registry, supervisor, pipeline, sink, control, supervisor_task
+            )
             try:
                 yield stack
             finally:

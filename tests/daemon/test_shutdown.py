@@ -86,10 +86,10 @@ async def test_drain_cancels_the_streams_and_reads_everything_already_sent() -> 
         await wait_for(lambda: stack.registry.counts()["active"] == 33, 10, "subscription")
         await asyncio.sleep(2)
         await stack.supervisor.drain()
-        ib = stack.supervisor.ib
-        assert ib is not None
-        ib.disconnect()  # what a stop does next: whatever is still unread now is lost with the socket
-        await asyncio.sleep(0.2)
+        # What a stop does next: whatever is still unread now is lost with the socket. The supervisor
+        # must not come back: a reconnect would stream again while the counts below are read.
+        await stack.stop_supervisor()
+        assert stack.events_named("connection_restored") == []
         sent = (await stack.stats())["sent"]
         await wait_for(lambda: stack.pipeline.depth == 0, 5, "the pipeline to empty")
         by_symbol = sent["by_symbol"]
