@@ -5,6 +5,11 @@ increasing within the process, in whole microseconds (see :class:`ReceiveClock`)
 per row at the precision QuestDB stores and can serve as its designated timestamp and DEDUP key.
 Absent values are ``None``: no NaN and no IB sentinel (``UNSET_DOUBLE``, ``-1`` sizes) gets past
 the normaliser.
+
+Events are values: nothing changes one after it is built, because every sink holds the same object.
+The three market events are not ``frozen`` all the same: a frozen dataclass sets each field through
+``object.__setattr__``, which makes building a Quote cost 1.7 us instead of 0.24 us (timeit, 13 fields),
+once per message at up to 100,000 messages a second. The rare events keep ``frozen``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ DepthOperation = Literal["insert", "update", "delete"]
 TradeSource = Literal["tick_by_tick", "rtvolume"]
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Quote:
     """The full top of book after one Level 1 update (one row of ``market_data_l1``)."""
 
@@ -37,7 +42,7 @@ class Quote:
     open: float | None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class DepthUpdate:
     """One IB market depth message (one row of ``market_data_l2``)."""
 
@@ -52,7 +57,7 @@ class DepthUpdate:
     is_smart_depth: bool
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Trade:
     """One IB trade message, tick-by-tick or RTVolume (one row of ``time_and_sales``)."""
 
