@@ -31,6 +31,7 @@ from ingestion.ibkr import codes
 from ingestion.ibkr.backoff import ExponentialBackoff
 from ingestion.ibkr.exchange_time import restore_exchange_times
 from ingestion.ibkr.normalise import Normaliser
+from ingestion.ibkr.reads import bound_socket_reads
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.logging import get_logger
@@ -141,6 +142,7 @@ class ConnectionSupervisor:
     def _new_client(self) -> IB:
         ib = self._ib_factory()
         restore_exchange_times(ib)
+        bound_socket_reads(ib)
         self._ended = asyncio.get_running_loop().create_future()
         self._client_id_in_use = False
         self._api_errors = []

@@ -1,0 +1,77 @@
+"""Big socket reads reach ib_async in slices: the same ticks, in the same order, at a linear cost.
+
+These drive the real ib_async client (past its handshake, one ticker subscribed) with reads handed to
+its connection as asyncio hands them, so what is checked is what ib_async itself makes of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ib_async import IB, Stock, Ticker
+
+from ingestion.ibkr.reads import READ_SLICE, bound_socket_reads
+
+SERVER_VERSION = 178
+TICKER_REQ_ID = 1
+
+
+def frame(*fields: object) -> bytes:
+    payload = "".join(f"{f}\0" for f in fields).encode()
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def price_ticks(count: int) -> bytes:
+    """``count`` bid ticks with distinct prices; frames of varying length, so some straddle a slice."""
+    return b"".join(frame(1, 6, TICKER_REQ_ID, 1, f"{100 + i / 1000:g}", 100 + i, 0) for i in range(count))
+
+
+class Recorder:
+    def __init__(self, ib: IB) -> None:
+        self.prices: list[float] = []
+        self.batches: list[int] = []
+        ib.pendingTickersEvent += self.on_pending
+
+    def on_pending(self, tickers: Iterable[Ticker]) -> None:
+        ticks = [tick for ticker in tickers for tick in ticker.ticks if tick.tickType == 1]
+        self.batches.append(len(ticks))
+        self.prices.extend(tick.price for tick in ticks)
+
+
+def ready_client(*, sliced: bool) -> tuple[IB, Recorder]:
+    ib = IB()
+    ib.client._serverVersion = SERVER_VERSION
+    ib.client.decoder.serverVersion = SERVER_VERSION
+    ib.client._apiReady = True
+    ib.wrapper.startTicker(TICKER_REQ_ID, Stock("SPY", "SMART", "USD", conId=756733), "mktData")
+    if sliced:
+        assert bound_socket_reads(ib)
+    return ib, Recorder(ib)
+
+
+def test_a_256_kib_read_gives_every_tick_in_order_as_a_whole_read_does() -> None:
+    data = price_ticks(8000)
+    assert len(data) > 200_000
+    whole, whole_seen = ready_client(sliced=False)
+    sliced, sliced_seen = ready_client(sliced=True)
+    whole.client.conn.data_received(data)
+    sliced.client.conn.data_received(data)
+    assert len(whole_seen.prices) == 8000
+    assert sliced_seen.prices == whole_seen.prices
+
+
+def test_ib_async_parses_no_more_than_a_slice_at_a_time() -> None:
+    """pendingTickersEvent comes once per slice, each with at most a slice's worth of whole frames."""
+    data = price_ticks(8000)
+    ib, seen = ready_client(sliced=True)
+    ib.client.conn.data_received(data)
+    smallest_frame = len(frame(1, 6, TICKER_REQ_ID, 1, "100", 100, 0))
+    assert len(seen.batches) >= len(data) // READ_SLICE
+    assert max(seen.batches) <= READ_SLICE // smallest_frame + 1
+    assert sum(seen.batches) == 8000
+
+
+def test_a_small_read_is_parsed_as_it_came() -> None:
+    ib, seen = ready_client(sliced=True)
+    ib.client.conn.data_received(price_ticks(10))
+    assert seen.batches == [10]
