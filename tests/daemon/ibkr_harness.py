@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +52,10 @@ class CountingSink:
             self.trades[event.symbol] += 1
             self.trade_sources[event.symbol, event.source] += 1
         self.last[f"{type(event).__name__}:{getattr(event, 'symbol', '')}"] = event
+
+    def accept_many(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self.accept(event)
 
     async def start(self) -> None:
         return None

@@ -58,7 +58,7 @@ async def test_gateway_down_at_start_then_up_30s_later() -> None:
     bus, metrics = EventBus(), Metrics()
     state = ConnectionState(bus, metrics, "127.0.0.1", port)
     registry = SubscriptionRegistry(settings, bus, metrics, settle_seconds=1.0)
-    normaliser = Normaliser(registry, CountingSink().accept, ReceiveClock(), metrics)
+    normaliser = Normaliser(registry, CountingSink().accept_many, ReceiveClock(), metrics)
     supervisor = ConnectionSupervisor(settings.ibkr, state, registry, normaliser)
     task = asyncio.create_task(supervisor.run())
     try:
@@ -181,7 +181,7 @@ async def test_client_id_in_use_is_explained_and_retried() -> None:
         bus, metrics = EventBus(), Metrics()
         state = ConnectionState(bus, metrics, "127.0.0.1", first.sim.port)
         registry = SubscriptionRegistry(first.settings, bus, metrics)
-        normaliser = Normaliser(registry, CountingSink().accept, ReceiveClock(), metrics)
+        normaliser = Normaliser(registry, CountingSink().accept_many, ReceiveClock(), metrics)
         supervisor = ConnectionSupervisor(
             first.settings.ibkr, state, registry, normaliser,
             backoff=ExponentialBackoff(0.2, 0.5, jitter=0),
@@ -238,7 +238,7 @@ async def test_heartbeat_treats_arriving_data_as_proof_of_life() -> None:
         settings.ibkr,
         ConnectionState(bus, metrics, "127.0.0.1", 4002),
         registry,
-        Normaliser(registry, CountingSink().accept, ReceiveClock(), metrics),
+        Normaliser(registry, CountingSink().accept_many, ReceiveClock(), metrics),
     )
     gateway = BackloggedGateway()
     feeding = asyncio.create_task(gateway.feed())
@@ -280,7 +280,7 @@ async def first_failure(port: int) -> str:
     bus, metrics = EventBus(), Metrics()
     state = ConnectionState(bus, metrics, "127.0.0.1", port)
     registry = SubscriptionRegistry(settings, bus, metrics)
-    normaliser = Normaliser(registry, CountingSink().accept, ReceiveClock(), metrics)
+    normaliser = Normaliser(registry, CountingSink().accept_many, ReceiveClock(), metrics)
     supervisor = ConnectionSupervisor(settings.ibkr, state, registry, normaliser)
     task = asyncio.create_task(supervisor.run())
     try:

@@ -26,7 +26,7 @@ def make_normaliser(
     registry = SubscriptionRegistry(settings, EventBus(), Metrics())
     registry.streams["SPY"].time_and_sales.source = source  # as the plan would set it
     events: list = []
-    return Normaliser(registry, events.append, ReceiveClock(), Metrics()), events, registry
+    return Normaliser(registry, events.extend, ReceiveClock(), Metrics()), events, registry
 
 
 def ticker(**lists) -> Ticker:
@@ -154,7 +154,7 @@ def test_events_received_metric_counts_every_event() -> None:
     metrics = Metrics()
     registry = SubscriptionRegistry(settings, EventBus(), metrics)
     registry.streams["SPY"].time_and_sales.source = "rtvolume"
-    normaliser = Normaliser(registry, [].append, ReceiveClock(), metrics)
+    normaliser = Normaliser(registry, [].extend, ReceiveClock(), metrics)
     ticks = [TickData(T0, 1, 600.0, 1), TickData(T0, 2, 600.02, 1), TickData(T0, 48, 600.01, 5)]
     normaliser.on_pending_tickers([ticker(ticks=ticks, dom=[MktDepthData(T0, 0, "ARCA", 0, 1, 600.0, 100)])])
     normaliser.on_pending_tickers([ticker(ticks=[TickData(T0, 4, 600.01, 5)])])

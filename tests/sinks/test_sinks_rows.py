@@ -141,7 +141,7 @@ def normalised(*tickers: Ticker) -> list[Event]:
     registry = SubscriptionRegistry(settings, EventBus(), Metrics())
     registry.streams["SPY"].time_and_sales.source = "tick_by_tick"  # as the subscription plan would set it
     events: list[Event] = []
-    Normaliser(registry, events.append, ReceiveClock(), Metrics()).on_pending_tickers(tickers)
+    Normaliser(registry, events.extend, ReceiveClock(), Metrics()).on_pending_tickers(tickers)
     return events
 
 

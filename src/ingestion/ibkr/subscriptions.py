@@ -57,9 +57,9 @@ class Subscription:
     last_tick_ns: int | None = None
     count: int = 0
 
-    def tick(self, timestamp_ns: int) -> None:
-        """Count one event. Data arriving is the proof a pending stream is live."""
-        self.count += 1
+    def tick(self, timestamp_ns: int, count: int = 1) -> None:
+        """Count ``count`` events, the last received at ``timestamp_ns``: data proves a stream live."""
+        self.count += count
         self.last_tick_ns = timestamp_ns
         if self.state == "pending":
             self.state = "active"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -24,9 +25,10 @@ class SinkStatus:
 class Sink(Protocol):
     """A consumer at the end of the pipeline.
 
-    The pipeline calls :meth:`accept` from the event loop for every event; it must return at
-    once (append to a batch, update a conflation map) and never raise for backend trouble. Slow
-    work happens in :meth:`run`, which the daemon runs as a task until it is cancelled.
+    The pipeline calls :meth:`accept_many` from the event loop with the events of each socket read,
+    in order; other producers call :meth:`accept` with one event. Both must return at once (append
+    to a batch, update a conflation map) and never raise for backend trouble. Slow work happens in
+    :meth:`run`, which the daemon runs as a task until it is cancelled.
     :meth:`aclose` flushes what is pending and releases resources; the caller bounds it in time
     with ``asyncio.timeout``, so it must be cancellable at every await.
     """
@@ -34,6 +36,8 @@ class Sink(Protocol):
     name: str
 
     def accept(self, event: Event) -> None: ...
+
+    def accept_many(self, events: Sequence[Event]) -> None: ...
 
     async def start(self) -> None: ...
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -120,7 +120,11 @@ class QuestDBWriter:
     # --- the Sink interface -------------------------------------------------------------------------------
     def accept(self, event: Event) -> None:
         """Queue the event's row; never blocks, never awaits."""
-        self._pending.append(row_for(event))
+        self.accept_many((event,))
+
+    def accept_many(self, events: Sequence[Event]) -> None:
+        """Queue the events' rows, in order; never blocks, never awaits."""
+        self._pending.extend(map(row_for, events))
         waiting = len(self._pending)
         if waiting >= self._config.flush_rows:
             self._wake.set()

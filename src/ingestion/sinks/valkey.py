@@ -19,7 +19,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import hiredis
@@ -202,22 +202,29 @@ class ValkeyCache:
     # --- the Sink interface -------------------------------------------------------------------------------
     def accept(self, event: Event) -> None:
         """Update the in-memory state; O(1) apart from a book row shift (at most 50 rows)."""
-        if isinstance(event, Quote):
-            self._l1.put(event.symbol, event)
-        elif isinstance(event, DepthUpdate):
-            book = self._books.get(event.symbol)
-            if book is None:
-                book = self._books[event.symbol] = DepthBook()
-            book.apply(event)
-            self._l2.put(event.symbol, book)
-        elif isinstance(event, Trade):
-            self._enqueue(self._trades, event)
-        elif isinstance(event, IngestionEvent) and event.alert:
-            self.publish_event(event)
-            return
-        else:
-            return
-        self._wake.set()
+        self.accept_many((event,))
+
+    def accept_many(self, events: Sequence[Event]) -> None:
+        """Update the in-memory state with each event in turn; wakes the writer once."""
+        changed = False
+        for event in events:
+            if isinstance(event, Quote):
+                self._l1.put(event.symbol, event)
+            elif isinstance(event, DepthUpdate):
+                book = self._books.get(event.symbol)
+                if book is None:
+                    book = self._books[event.symbol] = DepthBook()
+                book.apply(event)
+                self._l2.put(event.symbol, book)
+            elif isinstance(event, Trade):
+                self._enqueue(self._trades, event)
+            elif isinstance(event, IngestionEvent) and event.alert:
+                self.publish_event(event)
+            else:
+                continue
+            changed = True
+        if changed:
+            self._wake.set()
 
     def publish_event(self, event: IngestionEvent) -> None:
         """Queue ``event`` for ``ingestion:events``; it goes with the next round trip. Never blocks."""
