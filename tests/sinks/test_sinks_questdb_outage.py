@@ -12,7 +12,7 @@ import pytest
 from sinks_helpers import BASE_NS, ConfigFactory, RecordingBus, depth, eventually, full_quote, running_writer
 
 from ingestion.metrics import Metrics
-from ingestion.sinks.ilp import IlpLink
+from ingestion.sinks.ilp import IlpLink, LinkSettings
 from ingestion.sinks.questdb import QuestDBWriter
 from ingestion.sinks.rows import row_for
 from questdb_double import QuestDBDouble
@@ -197,7 +197,7 @@ class TestTheHttpSenderOutlivesFailures:
         The questdb client warns (an error under pytest) once about 25 senders are built within a
         moment; over HTTP the same sender is usable again after a 5xx or a refused connection.
         """
-        link = IlpLink(make_config())
+        link = IlpLink(LinkSettings.from_config(make_config()))
         qdb.fail_writes(500)
         failures = [link.deliver([row_for(full_quote("SPY", BASE_NS + i * US))]) for i in range(40)]
         qdb.heal()

@@ -22,11 +22,14 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from questdb import QuestDBError, QuestDBErrorCode, Sender
 
-from ingestion.config import QuestDBConfig
-from ingestion.sinks.rows import Row, add_row
+from ingestion.sinks.rows import Item, Row, add_row
+
+if TYPE_CHECKING:
+    from ingestion.config import QuestDBConfig
 
 REJECTION_MARKERS = ("code: invalid", "code: request too large")
 
@@ -47,7 +50,7 @@ class Delivery:
     acked: dict[str, int] = field(default_factory=dict)
     oldest_ns: dict[str, int] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
-    unsent: list[Row] = field(default_factory=list)
+    unsent: list[Item] = field(default_factory=list)  # as given: rows, or events (ilp_process.py)
     error: str | None = None
     seconds: float = 0.0
 
@@ -88,6 +91,20 @@ def _auth(config: QuestDBConfig) -> dict[str, str]:
     return auth
 
 
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    """What the link needs of the QuestDB settings: plain values, so that the ILP writer process can
+    take them without importing the configuration models (pydantic) and the rest of the daemon."""
+
+    conf: str
+    auth: dict[str, str]
+    protocol: str
+
+    @classmethod
+    def from_config(cls, config: QuestDBConfig) -> LinkSettings:
+        return cls(sender_conf(config), _auth(config), config.protocol)
+
+
 def _is_rejection(exc: QuestDBError) -> bool:
     message = str(exc)
     return exc.code == QuestDBErrorCode.ServerFlushError and any(m in message for m in REJECTION_MARKERS)
@@ -96,15 +113,15 @@ def _is_rejection(exc: QuestDBError) -> bool:
 class IlpLink:
     """Owns the sender; (re)connects lazily, so QuestDB may be down when the daemon starts."""
 
-    def __init__(self, config: QuestDBConfig) -> None:
-        self._conf = sender_conf(config)
-        self._auth = _auth(config)
-        self._transactional = config.protocol == "http"
+    def __init__(self, settings: LinkSettings) -> None:
+        self._conf = settings.conf
+        self._auth = settings.auth
+        self._transactional = settings.protocol == "http"
         # A TCP connection is dead after any failure. ILP over HTTP is one request per flush and the
         # sender stays usable after a refused connection, a timeout or a 5xx (tests/sinks show it), so
         # it is kept: the client warns about "a burst of reconnections" when a sender is rebuilt per
         # retry, and reusing it is what its documentation asks for.
-        self._reconnect_after_failure = config.protocol == "tcp"
+        self._reconnect_after_failure = settings.protocol == "tcp"
         self._sender: Sender | None = None
 
     def deliver(self, rows: Sequence[Row]) -> Delivery:

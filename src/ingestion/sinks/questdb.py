@@ -2,9 +2,11 @@
 
 Flow, all driven from :meth:`QuestDBWriter.run` on the event loop:
 
-- :meth:`accept` turns an event into a row (see rows.py) and appends it to ``pending``: O(1), no await.
+- :meth:`accept` appends the event to ``pending``: O(1), no await. Its row (see rows.py) is built where it
+  goes: in the ILP writer process for a send, in the disk thread for the spool.
 - Every ``flush_interval_ms``, or as soon as ``flush_rows`` rows wait, the pending rows go out as one batch.
-  *Direct* mode: the batch is sent (one transaction per table) by :class:`IlpLink` in a worker thread.
+  *Direct* mode: the batch is sent (one transaction per table) by :class:`IlpLink` in a child process
+  (ilp_process.py), driven from a worker thread.
   If QuestDB fails, the unsent rows go to the on-disk spool and the writer switches to *spool* mode.
 - *Spool* mode: new batches are appended to the spool (so they stay behind the older rows), and every
   ``retry_interval_seconds`` the writer tries QuestDB again: schema first if it was never applied, then
@@ -38,8 +40,9 @@ from ingestion.events import Event
 from ingestion.logging import alert, get_logger
 from ingestion.metrics import Metrics
 from ingestion.sinks.base import SinkStatus
-from ingestion.sinks.ilp import DeadLetter, Delivery, IlpLink
-from ingestion.sinks.rows import Row, row_for
+from ingestion.sinks.ilp import DeadLetter, Delivery
+from ingestion.sinks.ilp_process import IlpProcess
+from ingestion.sinks.rows import Item, as_row, holdable
 from ingestion.sinks.schema import ECONOMIC_DATA, QuestDBUnavailableError, apply_schema
 from ingestion.sinks.spool import Spool
 
@@ -101,12 +104,12 @@ class QuestDBWriter:
         self._metrics = metrics
         self._now_ns = now_ns
         self._max_pending = max_pending_rows or 5 * config.flush_rows
-        self._pending: list[Row] = []
-        self._in_flight: tuple[list[Row], Future[Delivery]] | None = None
+        self._pending: list[Item] = []
+        self._in_flight: tuple[list[Item], Future[Delivery]] | None = None
         self._wake = asyncio.Event()
         self._spill = asyncio.Event()
         self._spool = Spool(config.spool)
-        self._link = IlpLink(config)
+        self._link = IlpProcess(config)
         self._net = ThreadPoolExecutor(1, thread_name_prefix="questdb-ilp")
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="questdb-spool")
         self._http: httpx.AsyncClient | None = None
@@ -119,12 +122,12 @@ class QuestDBWriter:
 
     # --- the Sink interface -------------------------------------------------------------------------------
     def accept(self, event: Event) -> None:
-        """Queue the event's row; never blocks, never awaits."""
+        """Queue the event; never blocks, never awaits."""
         self.accept_many((event,))
 
     def accept_many(self, events: Sequence[Event]) -> None:
-        """Queue the events' rows, in order; never blocks, never awaits."""
-        self._pending.extend(map(row_for, events))
+        """Queue the events, in order; never blocks, never awaits. Raises TypeError for a non-event."""
+        self._pending.extend(holdable(events))
         waiting = len(self._pending)
         if waiting >= self._config.flush_rows:
             self._wake.set()
@@ -182,7 +185,7 @@ class QuestDBWriter:
             # Out of time: the disk thread still writes these rows before the process exits (a row that
             # did land meanwhile is replayed next start, which DEDUP makes harmless).
             if rows:
-                self._disk.submit(self._spool.append, rows)
+                self._disk.submit(self._spool_items, rows)
             self._disk.submit(self._spool.close)
             raise
         finally:
@@ -192,7 +195,7 @@ class QuestDBWriter:
             if self._http is not None:
                 await self._http.aclose()
 
-    async def _settle(self, batch: list[Row], future: Future[Delivery]) -> list[Row]:
+    async def _settle(self, batch: list[Item], future: Future[Delivery]) -> list[Item]:
         """Wait for an interrupted send to finish; return the rows it did not deliver."""
         if future.cancelled():  # it never started
             return batch
@@ -265,12 +268,12 @@ class QuestDBWriter:
                 )
                 await self._to_spool(batch)
 
-    def _take(self) -> list[Row]:
+    def _take(self) -> list[Item]:
         batch, self._pending = self._pending, []
         return batch
 
     # --- direct sends -------------------------------------------------------------------------------------
-    async def _send(self, batch: list[Row]) -> None:
+    async def _send(self, batch: list[Item]) -> None:
         future = self._net.submit(self._link.deliver, batch)
         self._in_flight = (batch, future)
         delivery = await asyncio.wrap_future(future)
@@ -281,10 +284,14 @@ class QuestDBWriter:
             await self._to_spool(delivery.unsent)
 
     # --- the spool ----------------------------------------------------------------------------------------
-    async def _to_spool(self, rows: list[Row]) -> None:
+    def _spool_items(self, items: list[Item]) -> int:
+        """In the disk thread: the items' rows into the spool (see Spool.append)."""
+        return self._spool.append([as_row(item) for item in items])
+
+    async def _to_spool(self, rows: list[Item]) -> None:
         if not rows:
             return
-        lost = await self._on_disk(self._spool.append, rows)
+        lost = await self._on_disk(self._spool_items, rows)
         self._direct = False
         self._counts.rows_spooled += len(rows)
         if self._outage is not None:

@@ -1,0 +1,170 @@
+"""The ILP link in a child process, so that encoding rows takes another core, not the event loop's GIL.
+
+The official client's ``Buffer.row`` is native code that holds the GIL: 2.1 us per Level 1 row (timeit),
+about a sixth of the daemon's CPU at saturation, spent in the network thread while the event loop waits
+for the GIL. So :class:`IlpProcess` hands each batch, as events in their wire form (rows.py: 0.66 us per
+quote to build and pickle, against 1.7 us to build and pickle its row), to a child process (command line
+``python -c "from ingestion.sinks.ilp_process import main; main()"``) that runs the
+:class:`~ingestion.sinks.ilp.IlpLink` and returns its :class:`~ingestion.sinks.ilp.Delivery`. To the
+writer it is the link itself: the same blocking ``deliver`` and ``close``, called from the same single
+network thread.
+
+Nothing is lost when the child is: if it dies (killed, crashed, out of memory), the batch in its hands
+comes back as unsent with the reason, the writer spools it as for any outage, and the next ``deliver``
+starts a new child. A batch that did land before the child died is then sent twice, which the tables'
+DEDUP keys make harmless. The child ignores SIGINT and SIGTERM (the daemon decides when it stops, and a
+Ctrl-C reaches the whole process group) and exits when its pipe closes, so it never outlives the daemon.
+
+Protocol on the child's stdin and stdout: one pickle after another (a pickle knows where it ends). The first
+frame to the child is the :class:`~ingestion.sinks.ilp.LinkSettings`; then each frame is a list of items
+(:func:`~ingestion.sinks.rows.to_wire`), answered by one Delivery, or ``None`` to close. Pickle is safe
+here: both ends are this program.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Any
+
+from ingestion.sinks.ilp import Delivery, IlpLink, LinkSettings
+from ingestion.sinks.rows import Item, from_wire, to_wire
+
+if TYPE_CHECKING:
+    from ingestion.config import QuestDBConfig
+
+# -c rather than -m: the package imports this module, and runpy warns when -m runs one it has imported.
+CHILD_COMMAND = "from ingestion.sinks.ilp_process import main; main()"
+CLOSE_TIMEOUT_SECONDS = 10.0
+# The daemon's end of the request pipe buffers this much. The pickler hands it 64 KiB frames; written one
+# by one, each write released the GIL, and when the event loop is busy the network thread waits up to
+# the interpreter's switch interval (5 ms) to get it back, per frame. Buffered, a batch of up to 1 MiB
+# leaves in one write. A buffer of fixed size, allocated once, so it does not grow the malloc arenas as a
+# batch-sized bytes object did (see write_frame).
+REQUEST_BUFFER_BYTES = 1 << 20
+
+
+class ChildGoneError(Exception):
+    """The other end of the pipe closed."""
+
+    def __init__(self) -> None:
+        super().__init__("its pipe closed")
+
+
+def write_frame(stream: IO[bytes], value: Any) -> None:
+    # Pickled straight into the pipe: the C pickler writes each 64 KiB frame as it fills, so no batch-sized
+    # bytes object is built. One was (about 100 KiB a flush at 10,000 msgs/s, a new size each time), and
+    # the network thread's malloc arena grew with them: RSS +27.7 MB in 10 minutes, against +6.4 before.
+    pickle.dump(value, stream, pickle.HIGHEST_PROTOCOL)
+    stream.flush()
+
+
+def read_frame(stream: IO[bytes]) -> Any:
+    try:
+        return pickle.load(stream)
+    except (EOFError, pickle.UnpicklingError):  # closed, or closed in the middle of a pickle
+        raise ChildGoneError from None
+
+
+class IlpProcess:
+    """:class:`IlpLink` behind a pipe; starts its child lazily, and again after the child died."""
+
+    def __init__(self, config: QuestDBConfig) -> None:
+        self._settings = LinkSettings.from_config(config)
+        self._child: subprocess.Popen[bytes] | None = None
+
+    def deliver(self, items: Sequence[Item]) -> Delivery:
+        """Send events and rows through the child; if it fails, all are unsent and the error says why."""
+        try:
+            child = self._running()
+            assert child.stdin is not None
+            assert child.stdout is not None
+            write_frame(child.stdin, to_wire(items))
+            delivery: Delivery = read_frame(child.stdout)
+        except (ChildGoneError, OSError) as exc:
+            return Delivery(unsent=list(items), error=self._lost_child(exc))
+        return delivery
+
+    def close(self) -> None:
+        child, self._child = self._child, None
+        if child is None:
+            return
+        try:
+            assert child.stdin is not None
+            write_frame(child.stdin, None)
+            child.stdin.close()
+            child.wait(CLOSE_TIMEOUT_SECONDS)
+        except (OSError, subprocess.TimeoutExpired):
+            child.kill()
+            child.wait()
+        finally:
+            if child.stdout is not None:
+                child.stdout.close()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs (for tests and the bench)."""
+        return None if self._child is None else self._child.pid
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self._child is None:
+            child = subprocess.Popen(
+                [sys.executable, "-c", CHILD_COMMAND],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                close_fds=True,
+                bufsize=REQUEST_BUFFER_BYTES,
+            )
+            assert child.stdin is not None
+            self._child = child
+            write_frame(child.stdin, self._settings)
+        return self._child
+
+    def _lost_child(self, exc: Exception) -> str:
+        child, self._child = self._child, None
+        code: int | None = None
+        if child is not None:
+            child.kill()
+            code = child.wait()
+            for stream in (child.stdin, child.stdout):
+                # The pipe is broken already; closing it can only say so again.
+                with contextlib.suppress(OSError):
+                    if stream is not None:
+                        stream.close()
+        return f"ILP writer process exited (code {code}: {exc})"
+
+
+def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
+    """The child's loop: a config, then batches until ``None`` or the end of the pipe."""
+    try:
+        settings: LinkSettings = read_frame(requests)
+    except ChildGoneError:
+        return
+    link = IlpLink(settings)
+    try:
+        while True:
+            try:
+                items = read_frame(requests)
+            except ChildGoneError:
+                return
+            if items is None:
+                return
+            write_frame(replies, link.deliver(from_wire(items)))
+    finally:
+        link.close()
+
+
+def main() -> None:
+    # The daemon decides when this process stops; a terminal's Ctrl-C goes to the whole group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Frames go on a private copy of stdout; anything printed by mistake goes to stderr instead.
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    with replies:
+        serve(sys.stdin.buffer, replies)
