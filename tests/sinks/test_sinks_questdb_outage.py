@@ -155,6 +155,29 @@ class TestBoundedMemory:
         assert spooled > 0
         assert qdb.conflicts("market_data_l1") == 0
 
+    async def test_a_spill_is_overload_not_an_outage_later_rows_still_go_straight_to_questdb(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory
+    ) -> None:
+        """After a spill, rows that fit in memory are sent, not spooled behind the spilled ones; the spilled
+        rows are replayed once a send leaves room, and every row lands once."""
+        qdb.delay(0.5)
+        async with running_writer(make_config(), max_pending_rows=200) as writer:
+            for i in range(300):
+                writer.accept(full_quote("SPY", BASE_NS + i * US))
+            await eventually(lambda: writer.status().details["rows_spooled"] > 0, what="the spill")
+            spilled = writer.status().details["rows_spooled"]
+            assert writer.status().state == "spooling"
+            for i in range(300, 400):  # fewer than max_pending_rows: they wait in memory for a send
+                writer.accept(full_quote("SPY", BASE_NS + i * US))
+                await asyncio.sleep(0.005)
+            qdb.heal()
+            await eventually(lambda: qdb.row_count("market_data_l1") == 400, within=20, what="every row")
+            await eventually(lambda: writer.status().state == "ok", what="the spool drained")
+            status = writer.status().details
+        assert status["rows_spooled"] == spilled
+        assert status["rows_replayed"] == spilled
+        assert qdb.duplicates("market_data_l1") == 0
+
 
 class TestShutdown:
     async def test_rows_pending_at_close_are_delivered(

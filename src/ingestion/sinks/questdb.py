@@ -13,8 +13,11 @@ Flow, all driven from :meth:`QuestDBWriter.run` on the event loop:
   the oldest spooled rows, chunk after chunk, until the spool is empty; then back to direct mode.
 - Memory stays bounded: if ``pending`` reaches ``max_pending_rows`` while a send is stuck (a slow QuestDB
   holds a request for up to ``request_timeout_seconds``), the pending rows are spilled to the spool at
-  once. The only reordering this allows is the batch that was in flight at that moment landing after the
-  spilled rows when it fails too; rows carry their own designated timestamp, so that is harmless.
+  once. A spill is overload, not an outage: the writer stays in direct mode, and replays the spilled rows
+  after a send that left fewer than ``flush_rows`` rows waiting. Switching to spool mode instead sent every
+  later row through JSON on the disk thread as well, which cost the event loop more than it saved: past
+  saturation, rows acknowledged fell from 60,000/s to 18,000-31,000/s. Rows carry their own designated
+  timestamp, so spilled rows landing after newer ones, or after a batch that was in flight, is harmless.
 - Spool writes, reads and fsyncs happen in a second worker thread: the loop never touches the disk.
 
 Replays are idempotent because every table has DEDUP UPSERT KEYS: a chunk re-sent after a failure in
@@ -206,10 +209,11 @@ class QuestDBWriter:
         return delivery.unsent
 
     def status(self) -> SinkStatus:
-        state = "ok" if self._direct else "spooling" if self._reachable else "down"
+        spooled = self._spool.pending_rows
+        state = "ok" if self._direct and not spooled else "spooling" if self._reachable else "down"
         c = self._counts
         details: dict[str, Any] = {
-            "pending_rows": len(self._pending) + self._spool.pending_rows,
+            "pending_rows": len(self._pending) + spooled,
             "rows_in_memory": len(self._pending),
             "spool_bytes": self._spool.bytes,
             "rows_written": c.rows_written,
@@ -249,6 +253,8 @@ class QuestDBWriter:
         if self._direct:
             if batch:
                 await self._send(batch)
+            if self._direct and self._spool.pending_rows and len(self._pending) < self._config.flush_rows:
+                await self._replay_step()  # what an overload spilled, now that there is room
             return
         if batch:
             await self._to_spool(batch)
@@ -266,7 +272,7 @@ class QuestDBWriter:
                 log.warning(
                     "QuestDB slower than the feed; spilling pending rows to the spool", rows=len(batch)
                 )
-                await self._to_spool(batch)
+                await self._to_spool(batch, outage=False)
 
     def _take(self) -> list[Item]:
         batch, self._pending = self._pending, []
@@ -288,11 +294,13 @@ class QuestDBWriter:
         """In the disk thread: the items' rows into the spool (see Spool.append)."""
         return self._spool.append([as_row(item) for item in items])
 
-    async def _to_spool(self, rows: list[Item]) -> None:
+    async def _to_spool(self, rows: list[Item], *, outage: bool = True) -> None:
+        """Spool rows; after a failed write (``outage``) later batches follow them there, in order."""
         if not rows:
             return
         lost = await self._on_disk(self._spool_items, rows)
-        self._direct = False
+        if outage:
+            self._direct = False
         self._counts.rows_spooled += len(rows)
         if self._outage is not None:
             self._outage.spooled += len(rows)
