@@ -7,6 +7,7 @@ hours from the close to 20:00 (17:00 on early-close days, when the late session 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -23,6 +24,29 @@ AFTER_HOURS_END_EARLY_CLOSE = time(17, 0)
 REGULAR_CLOSE = time(16, 0)
 
 
+# Days kept by MarketCalendar: "now" needs one, a test or a restart around midnight two or three.
+DAYS_KEPT = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDay:
+    """The boundaries of one trading day's sessions, as aware datetimes."""
+
+    pre_start: datetime
+    opens: datetime
+    closes: datetime
+    after_stop: datetime
+
+    def session_at(self, moment: datetime) -> Session:
+        if self.opens <= moment < self.closes:
+            return "regular"
+        if self.pre_start <= moment < self.opens:
+            return "pre"
+        if self.closes <= moment < self.after_stop:
+            return "after"
+        return "closed"
+
+
 class MarketCalendar:
     """Answers "which session is it?" for any moment covered by the loaded calendar."""
 
@@ -32,25 +56,36 @@ class MarketCalendar:
         end = end or today + timedelta(days=365 * 2)
         # Loading takes about half a second: done once at start-up, never per call.
         self._calendar = exchange_calendars.get_calendar("XNYS", start=str(start), end=str(end))
+        # Reading one day from exchange_calendars' pandas tables takes about 40 us, and every /health
+        # asks twice, on the event loop. A day's boundaries never change, so each is read once.
+        self._days: dict[date, SessionDay | None] = {}
 
     def session_at(self, moment: datetime) -> Session:
-        local = moment.astimezone(NEW_YORK)
-        day = pd.Timestamp(local.date())
+        local_date = moment.astimezone(NEW_YORK).date()
+        if local_date in self._days:
+            day = self._days[local_date]
+        else:
+            day = self._read_day(local_date)
+            if len(self._days) >= DAYS_KEPT:
+                self._days.clear()
+            self._days[local_date] = day
+        return "closed" if day is None else day.session_at(moment)
+
+    def _read_day(self, local_date: date) -> SessionDay | None:
+        """The day's boundaries from the calendar; None when the exchange does not trade that day."""
+        day = pd.Timestamp(local_date)
         if not self._calendar.is_session(day):
-            return "closed"
+            return None
         opens = self._calendar.session_open(day).to_pydatetime()
         closes = self._calendar.session_close(day).to_pydatetime()
         early_close = closes.astimezone(NEW_YORK).time() < REGULAR_CLOSE
         after_end = AFTER_HOURS_END_EARLY_CLOSE if early_close else AFTER_HOURS_END
-        pre_start = datetime.combine(local.date(), PRE_MARKET_START, NEW_YORK)
-        after_stop = datetime.combine(local.date(), after_end, NEW_YORK)
-        if opens <= moment < closes:
-            return "regular"
-        if pre_start <= moment < opens:
-            return "pre"
-        if closes <= moment < after_stop:
-            return "after"
-        return "closed"
+        return SessionDay(
+            pre_start=datetime.combine(local_date, PRE_MARKET_START, NEW_YORK),
+            opens=opens,
+            closes=closes,
+            after_stop=datetime.combine(local_date, after_end, NEW_YORK),
+        )
 
     def now(self) -> Session:
         return self.session_at(datetime.now(UTC))

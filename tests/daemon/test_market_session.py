@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import random
+from collections import Counter, defaultdict
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
-from ingestion.market_session import MarketCalendar
+from ingestion.market_session import NEW_YORK, MarketCalendar
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +70,26 @@ def test_day_after_thanksgiving_closes_early(calendar: MarketCalendar, moment: s
 def test_weekend_is_closed(calendar: MarketCalendar) -> None:
     """Saturday has no session at all."""
     assert calendar.session_at(utc("2026-11-21T15:00:00")) == "closed"
+
+
+def test_three_weeks_asked_in_any_order_give_each_days_hours(calendar: MarketCalendar) -> None:
+    """The calendar keeps each day's boundaries once read (and only a few days at a time): asked about
+    every 5 minutes of three weeks in a shuffled order, each New York day still has its own hours."""
+    normal = {"pre": 330, "regular": 390, "after": 240}  # minutes: 04:00-09:30, 09:30-16:00, 16:00-20:00
+    half_day = {"pre": 330, "regular": 210, "after": 240}  # 13:00 close, after hours until 17:00
+    first = date(2026, 11, 16)
+    steps = [
+        datetime.combine(first + timedelta(days=d), time(0), NEW_YORK) + timedelta(minutes=5 * i)
+        for d in range(21)
+        for i in range(24 * 12)
+    ]
+    random.Random(5).shuffle(steps)
+    minutes: dict[date, Counter[str]] = defaultdict(Counter)
+    for moment in steps:
+        minutes[moment.date()][calendar.session_at(moment.astimezone(UTC))] += 5
+    for day, counted in minutes.items():
+        if day.weekday() >= 5 or day == date(2026, 11, 26):  # weekends and Thanksgiving
+            expected: dict[str, int] = {}
+        else:
+            expected = half_day if day == date(2026, 11, 27) else normal
+        assert {s: n for s, n in counted.items() if s != "closed"} == expected, day
