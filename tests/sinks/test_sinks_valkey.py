@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from sinks_helpers import BASE_NS, RecordingBus, depth, full_quote, trade
+from structlog.testing import capture_logs
 
 from ingestion.config import ValkeyConfig
-from ingestion.events import IngestionEvent
+from ingestion.events import IngestionEvent, Trade
 from ingestion.metrics import Metrics
 from ingestion.sinks.book import DepthBook
 from ingestion.sinks.valkey import HiredisPackingConnection, ValkeyCache, trade_fields
@@ -295,6 +297,77 @@ class TestTrades:
             await asyncio.sleep(0.1)  # let a second cycle run; the cap is what is being checked
             length = await redis.xlen("market:trades:XLF")
         assert 100 <= length < 2000
+
+    async def test_the_script_adds_the_entries_xadd_would_add(
+        self, valkey_config: ValkeyConfig, redis: Redis
+    ) -> None:
+        """One EVAL carries a cycle's trades; each stream entry has the fields, values and order that an
+        XADD of ``trade_fields`` gives, optional fields absent where the trade has none."""
+        trades = [
+            trade("SPY", BASE_NS, price=412.37),
+            Trade("QQQ", BASE_NS + US, None, 380.5, 200.0, None, None, False, False, "rtvolume"),
+            Trade("SPY", BASE_NS + 2 * US, BASE_NS, 412.38, 0.5, "ARCA", "T I", True, True, "tick_by_tick"),
+            trade("QQQ", BASE_NS + 3 * US, price=380.51),
+        ]
+        await redis.config_resetstat()
+        async with running_cache(valkey_config) as cache:
+            cache.accept_many(trades)
+            await poll(lambda: _equals(redis.xlen("market:trades:SPY"), 2))
+            stats = await redis.info("commandstats")
+        # (Valkey counts the XADDs a script runs as XADD calls too.)
+        assert (stats["cmdstat_eval"]["calls"], stats["cmdstat_xadd"]["calls"]) == (1, 4)
+        for each in trades:
+            await redis.xadd(f"reference:{each.symbol}", trade_fields(each))
+        for symbol in ("SPY", "QQQ"):
+            written = [fields for _, fields in await redis.xrange(f"market:trades:{symbol}")]
+            assert written == [fields for _, fields in await redis.xrange(f"reference:{symbol}")]
+
+    async def test_one_or_two_trades_go_as_xadds(self, valkey_config: ValkeyConfig, redis: Redis) -> None:
+        """Below SCRIPT_FROM_TRADES a cycle's trades go as XADDs, where the script would save nothing."""
+        await redis.config_resetstat()
+        async with running_cache(valkey_config) as cache:
+            cache.accept_many([trade("DIA", BASE_NS, price=400.0), trade("DIA", BASE_NS + US, price=400.01)])
+            await poll(lambda: _equals(redis.xlen("market:trades:DIA"), 2))
+            stats = await redis.info("commandstats")
+        assert (stats["cmdstat_xadd"]["calls"], "cmdstat_eval" in stats) == (2, False)
+
+    async def test_a_backlog_goes_in_calls_of_a_thousand_trades(
+        self, valkey_config: ValkeyConfig, redis: Redis
+    ) -> None:
+        """2,500 trades queued while no cycle ran land in one round trip of three script calls."""
+        await redis.config_resetstat()
+        async with running_cache(valkey_config.model_copy(update={"trades_stream_maxlen": 10_000})) as cache:
+            cache.accept_many([trade("IWM", BASE_NS + i * US, price=200 + i) for i in range(2500)])
+            await poll(lambda: _equals(redis.xlen("market:trades:IWM"), 2500))
+            calls = (await redis.info("commandstats"))["cmdstat_eval"]["calls"]
+            entries = await redis.xrange("market:trades:IWM")
+        assert [float(fields["price"]) for _, fields in entries] == [200.0 + i for i in range(2500)]
+        assert calls == 3
+
+    async def test_a_valkey_that_refuses_eval_gets_one_xadd_per_trade(
+        self, valkey_config: ValkeyConfig, redis: Redis
+    ) -> None:
+        """An ACL without scripting: the cycle's trades are sent again by XADD, with one warning, and the
+        cache stays up; no trade is lost or written twice."""
+        rules = ("on", ">pw", "~*", "&*", "+@all", "-@scripting")
+        await redis.execute_command("ACL", "SETUSER", "noscripts", *rules)
+        url = valkey_config.url.get_secret_value().replace("redis://", "redis://noscripts:pw@", 1)
+        try:
+            with capture_logs() as logs:
+                async with running_cache(valkey_config.model_copy(update={"url": SecretStr(url)})) as cache:
+                    cache.accept_many([trade("XLE", BASE_NS + i * US, price=90 + i) for i in range(5)])
+                    await poll(lambda: _equals(redis.xlen("market:trades:XLE"), 5))
+                    cache.accept_many([trade("XLE", BASE_NS + i * US, price=90 + i) for i in range(5, 8)])
+                    await poll(lambda: _equals(redis.xlen("market:trades:XLE"), 8))
+                    state = cache.status().state
+        finally:
+            await redis.execute_command("ACL", "DELUSER", "noscripts")
+        entries = await redis.xrange("market:trades:XLE")
+        assert [float(fields["price"]) for _, fields in entries] == [90.0 + i for i in range(8)]
+        assert state == "ok"
+        assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == [
+            "Valkey refuses EVAL; adding trades with one XADD each"
+        ]
 
 
 class TestStatusAndEvents:
