@@ -32,14 +32,15 @@ Workloads:
 
 Figures per window: messages/s sent by the simulator, events/s normalised (ingestion_events_received),
 rows/s acknowledged (counted by the double), CPU seconds per 10,000 events (utime+stime of
-/proc/<pid>/stat), the CPU the neighbours took meanwhile (simulator, double, Valkey), RSS
-(VmRSS, with its anonymous and file-backed parts), queue depth max, latency receipt->Valkey (per
-kind; for the conflated l1/l2 keys also the delay beyond their interval's wait) and receipt->QuestDB from
-the daemon's histograms (percentile = upper bound of the bucket that holds it, from bucket counts)
-and receipt->QuestDB-ack measured outside (the double: acknowledgement time minus the row's
-designated timestamp, which is the daemon's receive time; 8 buckets per decade), /health latency
-(sequential GETs every 20 ms), and rows lost: after the run the simulator pauses and every trade
-and depth message it sent is looked for in the double (as tests/daemon/test_exactness.py does).
+/proc/<pid>/stat, the daemon's ILP writer process included), the CPU the neighbours took meanwhile
+(simulator, double, Valkey), RSS (VmRSS, with its anonymous and file-backed parts; the ILP writer's
+apart), queue depth max, latency receipt->Valkey (per kind; for the conflated l1/l2 keys also the delay
+beyond their interval's wait) and receipt->QuestDB from the daemon's histograms (percentile = upper
+bound of the bucket that holds it, from bucket counts) and receipt->QuestDB-ack measured outside (the
+double: acknowledgement time minus the row's designated timestamp, which is the daemon's receive time; 8
+buckets per decade), /health latency (sequential GETs every 20 ms), and rows lost: after the run the
+simulator pauses and every trade and depth message it sent is looked for in the double (as
+tests/daemon/test_exactness.py does).
 """
 
 from __future__ import annotations
@@ -55,26 +56,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from harness import (
     BIN,
     REPO,
+    DaemonProcess,
     Stack,
     bucket_delta,
     bucket_quantile,
     buckets,
+    children,
     cpu_seconds,
     health_prober,
     histogram_quantile_us,
     machine,
     memory_mb,
     missing_rows,
+    pss_mb,
     quantiles,
     thread_count,
     total,
+    tree_cpu_seconds,
     wait_settled,
 )
 
-SATURATION_STEPS = (5_000, 10_000, 20_000, 30_000, 40_000, 45_000, 50_000, 55_000, 60_000, 70_000, 80_000)
+SATURATION_STEPS = (5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 70_000, 80_000, 90_000, 100_000,
+                    110_000, 120_000, 130_000, 140_000)  # fmt: skip
 KEEP_UP_SENT = 0.95
 KEEP_UP_ROWS = 0.95
 KEEP_UP_EVENTS = 0.95
@@ -108,7 +115,7 @@ def snapshot(stack: Stack) -> Snapshot:
     return Snapshot(
         at=time.monotonic(),
         sent=stack.simulator.sent()["total"],
-        cpu=cpu_seconds(stack.daemon.pid),
+        cpu=tree_cpu_seconds(stack.daemon.pid),
         events=total(metrics, "ingestion_events_received_total"),
         rows=rows_acked(stack.questdb.stats()),
         valkey={kind: valkey_buckets(metrics, kind) for kind in VALKEY_KINDS},
@@ -139,12 +146,17 @@ def window(stack: Stack, seconds: float, *, probe_health: bool = True) -> dict[s
     stack.questdb.control("latency-reset")
     before = snapshot(stack)
     memory: list[dict[str, float]] = []
+    children_rss: list[float] = []
+    total_pss: list[float] = []
     depth: list[float] = []
     deadline = before.at + seconds
     prober = health_prober(stack.daemon) if probe_health else contextlib.nullcontext([])
     with prober as health_ms:
         while time.monotonic() < deadline:
             memory.append(memory_mb(pid))
+            kids = children(pid)
+            children_rss.append(sum(memory_mb(child)["VmRSS"] for child in kids))
+            total_pss.append(pss_mb(pid) + sum(pss_mb(child) for child in kids))
             depth.append(total(stack.daemon.metrics(), "ingestion_queue_depth"))
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     after = snapshot(stack)
@@ -174,6 +186,10 @@ def window(stack: Stack, seconds: float, *, probe_health: bool = True) -> dict[s
         "rss_mb_end": round(rss[-1], 1) if rss else None,
         "rss_mb_max": round(max(rss), 1) if rss else None,
         "rss_mb_by_tenth": by_tenth(rss),
+        # The ILP writer process (sinks/ilp_process.py) is part of the daemon's cost: its RSS apart.
+        "child_rss_mb_max": round(max(children_rss), 1) if children_rss else None,
+        # Both processes together, shared pages counted once (PSS): the daemon's memory on the machine.
+        "total_pss_mb_by_tenth": by_tenth(total_pss),
         # Which part moves: anonymous memory (heap, arenas) or mapped files (shared libraries).
         "rss_anon_mb_by_tenth": by_tenth([m["RssAnon"] for m in memory]),
         "rss_file_mb_by_tenth": by_tenth([m["RssFile"] for m in memory]),
@@ -218,11 +234,24 @@ def _us_ms(micros: float | None) -> float | None:
     return None if micros is None else round(micros / 1000, 2)
 
 
+def wait_drained(daemon: DaemonProcess, timeout: float) -> float | None:
+    """Seconds until the QuestDB sink holds no rows (in memory or spooled); None on timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            if daemon.health()[1]["storage"]["questdb"]["pending_rows"] == 0:
+                return round(time.monotonic() - started, 1)
+        time.sleep(0.5)
+    return None
+
+
 def exactness(stack: Stack) -> dict[str, Any]:
     """Pause the simulator, let the daemon catch up, compare what was sent with what was stored."""
     stack.simulator.post("/pause")
     time.sleep(1.0)
     sent = stack.simulator.sent()
+    # Past saturation the writer spools; what waits there is late, not lost, so the check waits for it.
+    drain_seconds = wait_drained(stack.daemon, timeout=600)
     stored = wait_settled(stack.questdb, timeout=120)
     metrics = stack.daemon.metrics()
     quotes = sum(
@@ -230,6 +259,7 @@ def exactness(stack: Stack) -> dict[str, Any]:
     )
     l1_rows = stored["tables"].get("market_data_l1", {}).get("rows", 0)
     return {
+        "questdb_drain_seconds": drain_seconds,
         "missing_rows": missing_rows(sent, stored),
         "l1_rows_vs_quotes_normalised": int(l1_rows - quotes),
         "duplicates": {t: v["duplicates"] for t, v in stored["tables"].items()},

@@ -71,6 +71,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (the daemon's ILP writer, for one)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found.extend(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its live children: what the daemon costs, its ILP writer included."""
+    total = cpu_seconds(pid)
+    for child in children(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(child)
+    return total
+
+
 def rss_mb(pid: int) -> float:
     return memory_mb(pid)["VmRSS"]
 
@@ -81,6 +99,15 @@ def memory_mb(pid: int) -> dict[str, float]:
     wanted = ("VmRSS:", "RssAnon:", "RssFile:")
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     return {line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines if line.startswith(wanted)}
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size (/proc/<pid>/smaps_rollup), in MB: RSS with each shared page split among
+    the processes that map it, so the daemon and its ILP writer add up without counting libraries twice."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def thread_count(pid: int) -> int:
