@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
 import warnings
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,7 +20,7 @@ from ingestion.events import DepthUpdate, Event, Quote, ReceiveClock, Trade
 from ingestion.ibkr.normalise import Normaliser
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.metrics import Metrics
-from ingestion.sinks.rows import Row, add_row, row_for
+from ingestion.sinks.rows import Row, add_row, as_row, from_wire, holdable, row_for, to_wire
 from ingestion.sinks.schema import TABLES_BY_NAME
 
 with warnings.catch_warnings():
@@ -35,6 +37,19 @@ def ilp(*rows: Row | list[object]) -> str:
     for row in rows:
         add_row(buffer, row)
     return bytes(buffer).decode()
+
+
+one_event_of_each_kind = pytest.mark.parametrize(
+    "event",
+    [
+        full_quote("SPY", BASE_NS),
+        depth("SPY", BASE_NS),
+        trade("SPY", BASE_NS, exchange_time_ns=BASE_NS),
+        observation("DGS10", BASE_NS, 4.25),
+        ingestion_event(BASE_NS, code=1),
+    ],
+    ids=lambda e: type(e).__name__,
+)
 
 
 class TestEachEventType:
@@ -116,17 +131,12 @@ class TestEachEventType:
         with pytest.raises(TypeError, match="not an event: dict"):
             row_for({"symbol": "SPY"})  # type: ignore[arg-type]
 
-    @pytest.mark.parametrize(
-        "event",
-        [
-            full_quote("SPY", BASE_NS),
-            depth("SPY", BASE_NS),
-            trade("SPY", BASE_NS, exchange_time_ns=BASE_NS),
-            observation("DGS10", BASE_NS, 4.25),
-            ingestion_event(BASE_NS, code=1),
-        ],
-        ids=lambda e: type(e).__name__,
-    )
+    @one_event_of_each_kind
+    def test_the_wire_form_gives_the_same_row_after_a_pickle(self, event: Event) -> None:
+        """What the ILP writer process builds from an event's wire form is the row built here."""
+        assert from_wire(pickle.loads(pickle.dumps(to_wire([event])))) == [row_for(event)]
+
+    @one_event_of_each_kind
     def test_symbols_and_columns_come_in_the_tables_column_order(self, event: Event) -> None:
         """The order of a row's dicts is the order of its ILP line: the same event, the same bytes."""
         table, _, symbols, columns = row_for(event)
@@ -224,3 +234,23 @@ class TestEncoding:
             for e in (full_quote("SPY", BASE_NS), depth("SPY", BASE_NS), trade("SPY", BASE_NS, 1.5, BASE_NS))
         ]
         assert ilp(*json.loads(json.dumps(rows))) == ilp(*rows)
+
+
+class TestWhatTheWriterHolds:
+    def test_rows_cross_the_wire_unchanged_beside_events(self) -> None:
+        spooled = ["market_data_l1", BASE_NS, {"symbol": "SPY"}, {"bid": 1.0}]  # as JSON gives it back
+        built = row_for(depth("SPY", BASE_NS + 1000))
+        items = [full_quote("SPY", BASE_NS + 2000), spooled, built]
+        assert from_wire(to_wire(items)) == [row_for(items[0]), spooled, built]
+        assert [as_row(item) for item in items] == from_wire(to_wire(items))
+
+    def test_a_subclass_of_an_event_is_held_as_its_row_and_a_non_event_is_refused(self) -> None:
+        class SpecialQuote(Quote):
+            __slots__ = ()
+
+        special = SpecialQuote(*dataclasses.astuple(full_quote("SPY", BASE_NS)))
+        assert holdable([special]) == [row_for(special)]
+        plain = [full_quote("SPY", BASE_NS)]
+        assert holdable(plain) is plain
+        with pytest.raises(TypeError, match="not an event: dict"):
+            holdable([{"symbol": "SPY"}])
