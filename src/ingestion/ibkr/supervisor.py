@@ -284,7 +284,9 @@ class ConnectionSupervisor:
         while True:
             await self._sleep(config.heartbeat_interval_seconds)
             try:
-                await asyncio.wait_for(ib.reqCurrentTimeAsync(), config.heartbeat_timeout_seconds)
+                # Not wait_for: on 3.11 it can swallow the session's cancel of this task (cpython#86296).
+                async with asyncio.timeout(config.heartbeat_timeout_seconds):
+                    await ib.reqCurrentTimeAsync()
             except TimeoutError as exc:
                 quiet = _seconds_since_data(ib)
                 if quiet < config.heartbeat_timeout_seconds:

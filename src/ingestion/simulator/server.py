@@ -127,8 +127,11 @@ class Simulator:
                 await asyncio.sleep(0)
             else:
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that comes in the
+                # same loop turn as its timeout (cpython#86296), and stop() would wait for this loop forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+                    async with asyncio.timeout(TICK_SECONDS):
+                        await self._wake.wait()
 
     def _stream_turn(self, elapsed: float) -> bool:
         """Generate one turn of streaming messages; True if more work is waiting right now."""
