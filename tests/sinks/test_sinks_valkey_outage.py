@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -21,31 +22,44 @@ US = 1000
 
 
 class Feed:
-    """Quotes at a steady pace into both sinks, as the pipeline would hand them over."""
+    """Quotes at a steady pace into both sinks, as the pipeline would hand them over, until stopped."""
 
     def __init__(self, writer: QuestDBWriter, cache: ValkeyCache) -> None:
         self.writer = writer
         self.cache = cache
         self.sent = 0
-        self.slowest_accept = 0.0
+        self.accept_seconds: list[float] = []
+        self.stop = asyncio.Event()
 
-    async def run(self, seconds: float, per_tick: int = 20, tick: float = 0.01) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+    async def run(self, per_tick: int = 20, tick: float = 0.01) -> None:
+        while not self.stop.is_set():
             for _ in range(per_tick):
                 quote = full_quote("SPY", BASE_NS + self.sent * US, base=100 + self.sent % 50)
                 started = time.perf_counter()
                 self.writer.accept(quote)
                 self.cache.accept(quote)
-                self.slowest_accept = max(self.slowest_accept, time.perf_counter() - started)
+                self.accept_seconds.append(time.perf_counter() - started)
                 self.sent += 1
             await asyncio.sleep(tick)
 
 
-async def rows_per_second(qdb: QuestDBDouble, seconds: float) -> float:
-    before = qdb.row_count("market_data_l1")
+@dataclass
+class Window:
+    fed: int
+    landed: int
+
+    @property
+    def pace(self) -> float:
+        """Rows that reached QuestDB per row fed: 1.0 is keeping up with the feed."""
+        return self.landed / max(1, self.fed)
+
+
+async def window(qdb: QuestDBDouble, feed: Feed, seconds: float) -> Window:
+    """What was fed and what landed over ``seconds``. Both, because on a loaded machine the feed
+    itself runs slower than its nominal 2,000 quotes/s, and a rate alone would measure that."""
+    fed, landed = feed.sent, qdb.row_count("market_data_l1")
     await asyncio.sleep(seconds)  # a measuring window, not a wait for a condition
-    return (qdb.row_count("market_data_l1") - before) / seconds
+    return Window(feed.sent - fed, qdb.row_count("market_data_l1") - landed)
 
 
 async def cached_timestamp(url: str) -> int | None:
@@ -72,13 +86,14 @@ async def test_valkey_outage_does_not_slow_questdb_and_the_cache_catches_up(
     try:
         async with running_writer(make_config(), metrics=metrics) as writer:
             feed = Feed(writer, cache)
-            feeding = asyncio.create_task(feed.run(seconds=3.5))
+            feeding = asyncio.create_task(feed.run())
             await eventually(lambda: qdb.row_count("market_data_l1") > 200, what="rows flowing")
-            rate_before = await rows_per_second(qdb, 0.7)
+            before = await window(qdb, feed, 1.5)
             await asyncio.to_thread(restartable_valkey.stop)
             await eventually(lambda: cache.status().state == "down", what="the cache to notice")
-            rate_during = await rows_per_second(qdb, 0.7)
+            during = await window(qdb, feed, 1.5)
             await asyncio.to_thread(restartable_valkey.start)
+            feed.stop.set()
             await feeding
             await eventually(lambda: cache.status().state == "ok", what="the cache to reconnect")
             last = BASE_NS + (feed.sent - 1) * US
@@ -92,8 +107,16 @@ async def test_valkey_outage_does_not_slow_questdb_and_the_cache_catches_up(
         with contextlib.suppress(asyncio.CancelledError):
             await cache_task
         await cache.aclose()
-    assert rate_during >= 0.8 * rate_before
-    assert feed.slowest_accept < 0.005
+    # QuestDB keeps pace with the feed while Valkey is down, as before it went down.
+    assert during.pace >= 0.8 * before.pace, (before, during)
+    # The loop was not held up either: the feed ran about as fast (a loop blocked on a dead server
+    # would slow the feed and QuestDB alike, which the pace alone would not show).
+    assert during.fed >= 0.5 * before.fed, (before, during)
+    # accept() does no I/O: the 99th percentile is far below a round trip to a dead server, and
+    # none waited for one (a single preemption on a busy machine can take a few ms, hence p99).
+    durations = sorted(feed.accept_seconds)
+    assert durations[int(len(durations) * 0.99)] < 0.005
+    assert durations[-1] < 0.25
     assert metrics.registry.get_sample_value("ingestion_valkey_dropped_total") > 0
     assert [e.event for e in bus.published] == ["valkey_down", "valkey_restored"]
     assert all(e.alert for e in bus.published)
