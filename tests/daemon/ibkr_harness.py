@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from ingestion.app import stop_tasks
 from ingestion.bus import EventBus
 from ingestion.config import BackoffConfig, IbkrConfig, LimitsConfig, Settings, SymbolConfig
 from ingestion.events import DepthUpdate, Event, IngestionEvent, Quote, ReceiveClock, Trade
@@ -98,11 +100,17 @@ class Stack:
         not reconnect. (A bare ``ib.disconnect()`` looks like a lost connection, and the supervisor
         reconnects and resubscribes.)"""
         assert self.supervisor_task is not None, "the stack was made with start_supervisor=False"
-        self.supervisor_task.cancel()
-        await asyncio.gather(self.supervisor_task, return_exceptions=True)
+        await stop(self.supervisor_task)
 
     def events_named(self, name: str) -> list[IngestionEvent]:
         return [e for e in self.bus_events if e.event == name]
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` as the daemon does (again every second: on 3.11 one cancel can be lost inside
+    ``asyncio.wait_for``, which ib_async uses) and fail if it is still running after 10 s."""
+    await stop_tasks([task], deadline=time.monotonic() + 10)
+    assert task.done(), f"{task.get_name()} did not stop within 10 s of being cancelled"
 
 
 def fast_settings(port: int, **overrides: Any) -> Settings:
@@ -156,8 +164,7 @@ async def ibkr_stack(
                 yield stack
             finally:
                 for task in reversed(tasks):
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+                    await stop(task)
 
 
 def universe(*symbols: str) -> tuple[SymbolConfig, ...]:

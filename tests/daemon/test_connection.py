@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from ibkr_harness import CountingSink, fast_settings, ibkr_stack, wait_for
+from ibkr_harness import CountingSink, fast_settings, ibkr_stack, stop, wait_for
 
 from ingestion.bus import EventBus
 from ingestion.events import ReceiveClock
@@ -66,12 +66,13 @@ async def test_gateway_down_at_start_then_up_30s_later() -> None:
         assert state.status != "connected"
         assert state.attempts >= 4, "retried with backoff while the gateway was down"
         async with running_simulator(SimulatorConfig(port=port, control_port=None, rate=500)):
-            took = await seconds_until(lambda: registry.counts() == EXPECTED_COUNTS, 12, "full subscription")
+            took = await seconds_until(lambda: registry.counts() == EXPECTED_COUNTS, 15, "full subscription")
             assert state.status == "connected"
-            assert took <= settings.ibkr.reconnect.max_seconds + settings.ibkr.reconnect.max_seconds * 0.2
+            # At most one backoff step (jitter never goes past the cap), then connecting, qualifying and
+            # the first data on every stream: well under a second here, 3 s of room on a loaded machine.
+            assert took <= settings.ibkr.reconnect.max_seconds + 3
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
 
 
 async def quiet_snapshot(stack) -> tuple[Counter[str], int]:
@@ -135,13 +136,11 @@ async def test_a_30s_silence_is_detected_by_the_heartbeat_and_recovered() -> Non
         await wait_for(lambda: stack.registry.counts() == EXPECTED_COUNTS, 10, "subscription")
         silenced = time.monotonic()
         await stack.post("/silence?seconds=30")
-        detected = await seconds_until(lambda: stack.state.status != "connected", 5, "heartbeat detection")
-        assert (
-            detected
-            <= stack.settings.ibkr.heartbeat_interval_seconds
-            + stack.settings.ibkr.heartbeat_timeout_seconds
-            + 1
-        )
+        detected = await seconds_until(lambda: stack.state.status != "connected", 8, "heartbeat detection")
+        # Worst case: a probe sent just before the silence times out while data is less than a timeout
+        # old, which excuses it; the next probe, one interval later, times out too. Plus 1 s of slack.
+        ibkr = stack.settings.ibkr
+        assert detected <= ibkr.heartbeat_interval_seconds + 2 * ibkr.heartbeat_timeout_seconds + 1
         (lost,) = stack.events_named("connection_lost")
         assert "heartbeat" in lost.detail
         await wait_for(lambda: stack.state.status == "connected", 40, "recovery after the silence")
@@ -155,7 +154,8 @@ async def test_socket_close_is_seen_at_once_and_alerted() -> None:
         await wait_for(lambda: stack.state.status == "connected", 10, "connect")
         await stack.post("/restart?down=1")
         took = await seconds_until(lambda: stack.state.status != "connected", 2, "loss detection")
-        assert took < 0.5
+        # Seen from the socket, not found by the heartbeat, which needs at least its 1 s timeout here.
+        assert took < stack.settings.ibkr.heartbeat_timeout_seconds
         (lost,) = stack.events_named("connection_lost")
         assert lost.alert
         assert lost.detail.startswith("IBKR Connection Lost at ")
@@ -194,8 +194,7 @@ async def test_client_id_in_use_is_explained_and_retried() -> None:
             assert "client id 10 is already in use (326)" in state.last_error
             assert "IBKR_CLIENT_ID" in state.last_error
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop(task)
 
 
 async def test_clean_stop_cancels_subscriptions_and_says_disconnected() -> None:
@@ -203,8 +202,7 @@ async def test_clean_stop_cancels_subscriptions_and_says_disconnected() -> None:
     async with ibkr_stack(start_supervisor=False) as stack:
         task = asyncio.create_task(stack.supervisor.run())
         await wait_for(lambda: stack.registry.counts() == EXPECTED_COUNTS, 10, "subscription")
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
         assert stack.state.status == "disconnected"
         assert stack.events_named("disconnected")
         assert not stack.events_named("connection_lost"), "a clean stop is not an outage"
@@ -288,8 +286,7 @@ async def first_failure(port: int) -> str:
         assert state.status != "connected"
         return state.last_error
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
 
 
 async def test_a_handshake_that_never_completes_is_explained_as_an_untrusted_ip() -> None:

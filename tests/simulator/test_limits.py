@@ -114,7 +114,8 @@ async def test_client_id_in_use_seen_by_ib_async(sim: Simulator):
     errors: list[int] = []
     second.errorEvent += lambda req_id, code, msg, contract: errors.append(code)
     with pytest.raises((TimeoutError, ConnectionError)):
-        await second.connectAsync("127.0.0.1", sim.port, clientId=6, timeout=0.5)
+        # Time enough for the 326 to arrive first on a loaded machine; the socket closes at once after it.
+        await second.connectAsync("127.0.0.1", sim.port, clientId=6, timeout=2)
     assert errors == [326]
     second.disconnect()
     first.disconnect()
