@@ -119,7 +119,8 @@ class TestWhenWritesHappen:
             await poll(lambda: _l1_timestamp_is(redis, "QQQ", BASE_NS + 3 * US), within=3.0)
             newest_written = time.monotonic()
             await poll(lambda: _at_least(_l1_writes(metrics), 2))  # counted once acknowledged
-        assert newest_written - first_written >= 0.9
+        # Seen by polling: each moment is late by up to a poll and a loaded loop's turn, hence 0.8 of 1 s.
+        assert newest_written - first_written >= 0.8
         assert _l1_writes(metrics) == 2
 
     async def test_the_wait_for_the_interval_is_measured_apart_from_the_daemons_own_delay(
@@ -147,14 +148,17 @@ class TestWhenWritesHappen:
         """Quotes every 5 ms for 1 s at a 200 ms interval: about 6 writes (1 s / 200 ms + the first)."""
         config = valkey_config.model_copy(update={"conflation_ms": 200})
         async with running_cache(config, metrics=metrics) as cache:
+            started = time.monotonic()
             for i in range(200):
                 cache.accept(full_quote("IWM", BASE_NS + i * US))
                 await asyncio.sleep(0.005)
             await poll(lambda: _l1_timestamp_is(redis, "IWM", BASE_NS + 199 * US), within=2.0)
+            elapsed = time.monotonic() - started
             await asyncio.sleep(0.1)  # the last write's acknowledgement is counted
         writes = _l1_writes(metrics)
-        # 200 sleeps of 5 ms take 1 s or (on a busy machine) longer; never more than one write per 200 ms.
-        assert 2 <= writes <= 1 + 2.0 / 0.2
+        # 200 sleeps of 5 ms take 1 s, or longer on a busy machine: never more than the first write and
+        # one per 200 ms of however long it took.
+        assert 2 <= writes <= 1 + elapsed / 0.2 + 1
 
     async def test_a_trade_is_not_held_back_by_its_symbols_conflated_quote(
         self, valkey_config: ValkeyConfig, redis: Redis
