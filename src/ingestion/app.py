@@ -35,7 +35,7 @@ from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.ibkr.supervisor import ConnectionSupervisor
 from ingestion.logging import get_logger
 from ingestion.market_session import MarketCalendar
-from ingestion.memory import freeze_startup_heap, pin_mmap_threshold
+from ingestion.memory import freeze_startup_heap, pin_mmap_threshold, tune_collector
 from ingestion.metrics import Metrics
 from ingestion.pipeline import Pipeline
 from ingestion.sinks.questdb import QuestDBWriter
@@ -161,6 +161,7 @@ async def run(daemon: Daemon, stop: asyncio.Event) -> int:
         return 1
     await daemon.valkey.start()
     freeze_startup_heap()
+    tune_collector()
     background = [
         asyncio.create_task(api.serve(), name="api"),
         asyncio.create_task(daemon.webhooks.run(), name="webhooks"),

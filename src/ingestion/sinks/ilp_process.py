@@ -32,6 +32,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from ingestion.memory import tune_collector
 from ingestion.sinks.ilp import Delivery, IlpLink, LinkSettings
 from ingestion.sinks.rows import Item, from_wire, to_wire
 
@@ -163,6 +164,8 @@ def main() -> None:
     # The daemon decides when this process stops; a terminal's Ctrl-C goes to the whole group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Each batch it unpickles lives until QuestDB answers: the same reason as the daemon's.
+    tune_collector()
     # Frames go on a private copy of stdout; anything printed by mistake goes to stderr instead.
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
