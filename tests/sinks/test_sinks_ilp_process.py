@@ -9,12 +9,17 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import pytest
 from sinks_helpers import BASE_NS, ConfigFactory, depth, full_quote
 
 from ingestion.config import QuestDBConfig
+from ingestion.sinks import ilp_process
 from ingestion.sinks.ilp_process import IlpProcess
 from ingestion.sinks.rows import row_for
 from questdb_double import QuestDBDouble
@@ -111,6 +116,91 @@ class TestDelivery:
         assert delivery.error is not None
         assert "the double fails on purpose" in delivery.error
         assert delivery.unsent == quotes(2)
+
+
+class PipeLog:
+    """What crossed the daemon's ends of the pipes, in order: ("sent", batch size) and ("answer", acked)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.entries: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
+        write, read = ilp_process.write_frame, ilp_process.read_frame
+
+        def logged_write(stream: Any, value: Any) -> None:
+            write(stream, value)
+            if isinstance(value, list):
+                self._add("sent", len(value))
+
+        def logged_read(stream: Any) -> Any:
+            value = read(stream)
+            self._add("answer", value.acked)
+            return value
+
+        monkeypatch.setattr(ilp_process, "write_frame", logged_write)
+        monkeypatch.setattr(ilp_process, "read_frame", logged_read)
+
+    def _add(self, kind: str, what: Any) -> None:
+        with self._lock:
+            self.entries.append((kind, what))
+
+    def sent(self) -> int:
+        with self._lock:
+            return sum(kind == "sent" for kind, _ in self.entries)
+
+
+def wait_for(condition: Any, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+class TestTwoBatchesOnTheirWay:
+    def test_the_second_is_handed_over_while_the_first_is_sent_and_each_gets_its_own_answer(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """QuestDB holds each request 1 s: both batches are in the pipe before the first answer comes."""
+        pipe = PipeLog(monkeypatch)
+        qdb.delay(1.0)
+        link = IlpProcess(make_config())
+        try:
+            with ThreadPoolExecutor(2) as threads:
+                first = threads.submit(link.deliver, quotes(3))
+                wait_for(lambda: pipe.sent() == 1)
+                second = threads.submit(link.deliver, quotes(2, start=3))
+                first_delivery, second_delivery = first.result(), second.result()
+        finally:
+            link.close()
+        assert pipe.entries == [
+            ("sent", 3),
+            ("sent", 2),
+            ("answer", {"market_data_l1": 3}),
+            ("answer", {"market_data_l1": 2}),
+        ]
+        assert first_delivery.acked == {"market_data_l1": 3}
+        assert second_delivery.acked == {"market_data_l1": 2}
+        assert qdb.row_count("market_data_l1") == 5
+
+    def test_a_child_killed_with_both_on_their_way_returns_both_unsent_and_the_next_starts_anew(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        pipe = PipeLog(monkeypatch)
+        with child_after_one_batch(make_config()) as (link, first_child):
+            qdb.delay(2.0)
+            with ThreadPoolExecutor(2) as threads:
+                first = threads.submit(link.deliver, quotes(3, start=1))
+                second = threads.submit(link.deliver, quotes(2, start=4))
+                wait_for(lambda: pipe.sent() == 3)  # the first child's one batch, then these two
+                os.kill(first_child, signal.SIGKILL)
+                lost = [first.result(), second.result()]
+            qdb.heal()
+            again = link.deliver(quotes(5, start=1))
+            second_child = link.pid
+        assert [delivery.unsent for delivery in lost] == [quotes(3, start=1), quotes(2, start=4)]
+        assert all(delivery.error and "ILP writer process exited" in delivery.error for delivery in lost)
+        assert again.acked == {"market_data_l1": 5}
+        assert second_child not in (None, first_child)
+        assert qdb.row_count("market_data_l1") == 6
 
 
 class TestALostChild:
