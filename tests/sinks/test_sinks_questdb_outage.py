@@ -179,6 +179,36 @@ class TestBoundedMemory:
         assert qdb.duplicates("market_data_l1") == 0
 
 
+class TestTwoSendsInFlight:
+    async def test_a_second_batch_leaves_while_the_first_is_sent_and_a_third_waits_in_memory(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory
+    ) -> None:
+        """QuestDB holds each request 1.5 s. The second batch is handed to the ILP writer at once; the
+        third waits (and would grow) until one of the two is answered. Every row lands once."""
+        qdb.delay(1.5)
+
+        def feed(writer: QuestDBWriter, start: int) -> None:
+            for i in range(start, start + 50):
+                writer.accept(full_quote("SPY", BASE_NS + i * US))
+
+        async with running_writer(make_config(flush_interval_ms=20)) as writer:
+            feed(writer, 0)
+            await eventually(lambda: qdb.write_requests == 1, what="the first batch at QuestDB")
+            feed(writer, 50)
+            await eventually(lambda: writer.status().details["rows_in_memory"] == 0, what="the second sent")
+            second_left_before_first_answer = qdb.row_count("market_data_l1") == 0
+            feed(writer, 100)
+            await asyncio.sleep(0.2)  # ten flush intervals: a duration in which nothing may leave
+            third_waits = writer.status().details["rows_in_memory"] == 50
+            first_unanswered = qdb.row_count("market_data_l1") == 0
+            qdb.heal()
+            await eventually(lambda: qdb.row_count("market_data_l1") == 150, what="every row")
+        assert second_left_before_first_answer
+        assert third_waits
+        assert first_unanswered
+        assert qdb.duplicates("market_data_l1") == 0
+
+
 class TestShutdown:
     async def test_rows_pending_at_close_are_delivered(
         self, qdb: QuestDBDouble, make_config: ConfigFactory, spool_dir: Path

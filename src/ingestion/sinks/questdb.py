@@ -6,7 +6,9 @@ Flow, all driven from :meth:`QuestDBWriter.run` on the event loop:
   goes: in the ILP writer process for a send, in the disk thread for the spool.
 - Every ``flush_interval_ms``, or as soon as ``flush_rows`` rows wait, the pending rows go out as one batch.
   *Direct* mode: the batch is sent (one transaction per table) by :class:`IlpLink` in a child process
-  (ilp_process.py), driven from a worker thread.
+  (ilp_process.py), driven from a worker thread. Up to ``SENDS_IN_FLIGHT`` batches are on their way at
+  once, so one is handed to the child while it sends the one before; when both slots are taken, the
+  next batch waits, and grows, until one is free.
   If QuestDB fails, the unsent rows go to the on-disk spool and the writer switches to *spool* mode.
 - *Spool* mode: new batches are appended to the spool (so they stay behind the older rows), and every
   ``retry_interval_seconds`` the writer tries QuestDB again: schema first if it was never applied, then
@@ -54,6 +56,9 @@ log = get_logger("questdb")
 T = TypeVar("T")
 
 DEAD_LETTER_FILE = "dead-letter.jsonl"
+# Batches handed to the ILP writer process and not yet answered. Two let the network thread pickle one
+# while the child encodes and sends the other; more would only queue in the pipe.
+SENDS_IN_FLIGHT = 2
 
 
 def _iso(epoch_seconds: float) -> str:
@@ -108,12 +113,14 @@ class QuestDBWriter:
         self._now_ns = now_ns
         self._max_pending = max_pending_rows or 5 * config.flush_rows
         self._pending: list[Item] = []
-        self._in_flight: tuple[list[Item], Future[Delivery]] | None = None
+        self._in_flight: dict[Future[Delivery], list[Item]] = {}  # in the order they were handed over
+        self._answered = asyncio.Event()  # a send came back: its slot is free
+        self._sends: asyncio.TaskGroup | None = None  # run()'s, so that cancelling run() cancels them
         self._wake = asyncio.Event()
         self._spill = asyncio.Event()
         self._spool = Spool(config.spool)
         self._link = IlpProcess(config)
-        self._net = ThreadPoolExecutor(1, thread_name_prefix="questdb-ilp")
+        self._net = ThreadPoolExecutor(SENDS_IN_FLIGHT, thread_name_prefix="questdb-ilp")
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="questdb-spool")
         self._http: httpx.AsyncClient | None = None
         self._direct = True
@@ -164,18 +171,22 @@ class QuestDBWriter:
     async def run(self) -> None:
         """Flush, spool and replay until cancelled."""
         async with asyncio.TaskGroup() as tasks:
+            self._sends = tasks
             tasks.create_task(self._guard_memory(), name="questdb-memory-guard")
             tasks.create_task(self._flush_loop(), name="questdb-flush")
 
     async def aclose(self) -> None:
         """Deliver what is pending (or spool it), then close the spool, the threads and the HTTP client."""
-        rows = self._take()
-        in_flight, self._in_flight = self._in_flight, None
+        pending = self._take()
+        in_flight, self._in_flight = self._in_flight, {}
+        rows = [item for batch in in_flight.values() for item in batch] + pending
         try:
-            if in_flight is not None:
-                # run() was cancelled during a send: its outcome decides what still needs a home.
-                rows = in_flight[0] + rows
-                rows = await self._settle(*in_flight) + rows[len(in_flight[0]) :]
+            if in_flight:
+                # run() was cancelled during sends: their outcomes decide what still needs a home.
+                unsent: list[Item] = []
+                for future, batch in in_flight.items():
+                    unsent += await self._settle(batch, future)
+                rows = unsent + pending
             if rows and self._direct:
                 delivery = await self._on_net(self._link.deliver, rows)
                 self._record(delivery)
@@ -249,10 +260,12 @@ class QuestDBWriter:
         self._wake.clear()
 
     async def _cycle(self) -> None:
+        if self._direct:
+            await self._send_slot()
         batch = self._take()
         if self._direct:
             if batch:
-                await self._send(batch)
+                self._start_send(batch)
             if self._direct and self._spool.pending_rows and len(self._pending) < self._config.flush_rows:
                 await self._replay_step()  # what an overload spilled, now that there is room
             return
@@ -279,11 +292,23 @@ class QuestDBWriter:
         return batch
 
     # --- direct sends -------------------------------------------------------------------------------------
-    async def _send(self, batch: list[Item]) -> None:
+    async def _send_slot(self) -> None:
+        """Return when fewer than ``SENDS_IN_FLIGHT`` batches are on their way."""
+        while len(self._in_flight) >= SENDS_IN_FLIGHT:
+            self._answered.clear()
+            await self._answered.wait()
+
+    def _start_send(self, batch: list[Item]) -> None:
+        assert self._sends is not None  # run() made it
         future = self._net.submit(self._link.deliver, batch)
-        self._in_flight = (batch, future)
+        self._in_flight[future] = batch
+        self._sends.create_task(self._finish_send(future), name="questdb-send")
+
+    async def _finish_send(self, future: Future[Delivery]) -> None:
+        # Cancelled while it waits (run() stops), the batch stays in _in_flight for aclose() to settle.
         delivery = await asyncio.wrap_future(future)
-        self._in_flight = None
+        self._in_flight.pop(future, None)
+        self._answered.set()
         self._record(delivery)
         if delivery.failed:
             self._failed_attempt(delivery.error or "unknown error")
