@@ -6,6 +6,7 @@ import asyncio
 import gc
 import time
 import tracemalloc
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from ingestion.ibkr.normalise import Normaliser
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.ibkr.supervisor import ConnectionSupervisor, SessionEnded
+from ingestion.memory import tune_collector
 from ingestion.metrics import Metrics
 from ingestion.simulator.config import SimulatorConfig
 from ingestion.simulator.server import running_simulator
@@ -160,6 +162,24 @@ async def test_socket_close_is_seen_at_once_and_alerted() -> None:
         assert lost.alert
         assert lost.detail.startswith("IBKR Connection Lost at ")
         assert stack.state.last_disconnected_at is not None
+
+
+async def test_an_ended_sessions_client_is_freed_when_the_session_ends() -> None:
+    """With the daemon's collector settings full collections are rare, yet an IB client lives in cycles
+    (its wrapper refers back to it): the supervisor frees each session's client as the session ends."""
+    thresholds = gc.get_threshold()
+    tune_collector()
+    try:
+        async with ibkr_stack() as stack:
+            await wait_for(lambda: resubscribed(stack), 10, "the first session")
+            first = weakref.ref(stack.supervisor.ib)
+            await stack.post("/restart?down=0.5")
+            await wait_for(lambda: stack.state.status != "connected", 5, "the loss")
+            await wait_for(lambda: first() is None or stack.state.status == "connected", 10, "the reconnect")
+            freed = first() is None
+    finally:
+        gc.set_threshold(*thresholds)
+    assert freed
 
 
 async def test_attempts_grow_while_down_and_reset_on_success() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -133,9 +134,15 @@ class ConnectionSupervisor:
         reason = await self._session(ib)
         self._state.lost(reason)
         self._teardown(ib)
+        del ib
         # The first retry after a loss waits one initial backoff step: a gateway that just
         # closed the socket is rarely back within milliseconds.
         await self._sleep(self._backoff.compute(0))
+        # The ended session's client lives in cycles (its wrapper refers back to it), which only the
+        # collector frees, and tuned for throughput (memory.tune_collector) it rarely runs a full
+        # collection: 100 gateway restarts then grew RSS by 8 MB (4 before). Collected here, after the
+        # session's tasks have finished and while nothing streams, each session's objects go with it.
+        gc.collect()
 
     # -- one attempt ---------------------------------------------------------------------
 
