@@ -216,7 +216,7 @@ class ValkeyConfig(_Section):
     status_ttl_seconds: Annotated[int, Field(ge=1)] = 15
     """Expiry of ingestion:status, so a dead daemon's status disappears."""
     socket_timeout_seconds: PositiveSeconds = 2.0
-    """A cache command slower than this counts as an outage."""
+    """A cache round trip (one write cycle) or connection attempt slower than this counts as an outage."""
 
     @model_validator(mode="after")
     def _status_outlives_its_refresh(self) -> ValkeyConfig:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+from redis.exceptions import ResponseError
 from sinks_helpers import BASE_NS, RecordingBus, depth, full_quote, trade
 from structlog.testing import capture_logs
 
@@ -22,7 +23,7 @@ from ingestion.config import ValkeyConfig
 from ingestion.events import IngestionEvent, Trade
 from ingestion.metrics import Metrics
 from ingestion.sinks.book import DepthBook
-from ingestion.sinks.valkey import HiredisPackingConnection, ValkeyCache, trade_fields
+from ingestion.sinks.valkey import HiredisPackingConnection, RoundTrips, ValkeyCache, trade_fields
 
 US = 1000
 
@@ -233,6 +234,62 @@ class TestCommandPacking:
             assert cache._client.connection_pool.connection_class is HiredisPackingConnection
         finally:
             await cache.aclose()
+
+
+class TestRoundTrips:
+    """One write of many commands, their replies read in order on the same connection."""
+
+    async def test_an_error_reply_comes_back_in_its_place_and_the_rest_stay_in_step(
+        self, valkey_url: str, redis: Redis
+    ) -> None:
+        await redis.set("a-string", "x")
+        client = Redis.from_url(valkey_url)
+        round_trip = RoundTrips(client)
+        try:
+            replies = await round_trip(
+                [("SET", "k", "1"), ("XADD", "a-string", "*", "f", "v"), ("GET", "k"), ("INCR", "n")]
+            )
+            again = await round_trip([("GET", "k"), ("INCR", "n")])
+        finally:
+            await client.aclose()
+        assert replies[0] == b"OK"
+        assert isinstance(replies[1], ResponseError)
+        assert "WRONGTYPE" in str(replies[1])
+        assert replies[2:] == [b"1", 1]
+        assert again == [b"1", 2]
+
+    async def test_a_round_trip_cut_short_leaves_no_reply_behind_for_the_next(
+        self, valkey_url: str, redis: Redis
+    ) -> None:
+        """Cancelled while the server still holds its reply (a BLPOP waiting 1 s), the connection is
+        dropped: the next round trip reconnects and reads its own reply, not the late nil."""
+        client = Redis.from_url(valkey_url)
+        round_trip = RoundTrips(client)
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await round_trip([("BLPOP", "nothing-here", 1)])
+            await asyncio.sleep(1.1)  # past the BLPOP's own timeout: its nil reply would be waiting now
+            replies = await round_trip([("PING",), ("GET", "absent")])
+        finally:
+            await client.aclose()
+        assert replies == [b"PONG", None]
+
+    async def test_a_connection_the_server_closed_while_idle_is_made_again_not_failed_on(
+        self, valkey_url: str, redis: Redis
+    ) -> None:
+        """A Valkey restart or an idle timeout closes the connection between two cycles: the next round
+        trip connects afresh instead of failing (which would report a cache outage that never was)."""
+        client = Redis.from_url(valkey_url)
+        round_trip = RoundTrips(client)
+        try:
+            assert await round_trip([("PING",)]) == [b"PONG"]
+            assert await redis.client_kill_filter(_type="normal", skipme=True) >= 1
+            await asyncio.sleep(0.05)  # the close reaches this side
+            replies = await round_trip([("PING",)])
+        finally:
+            await client.aclose()
+        assert replies == [b"PONG"]
 
 
 class TestDepthBook:

@@ -120,3 +120,37 @@ async def test_valkey_outage_does_not_slow_questdb_and_the_cache_catches_up(
     assert metrics.registry.get_sample_value("ingestion_valkey_dropped_total") > 0
     assert [e.event for e in bus.published] == ["valkey_down", "valkey_restored"]
     assert all(e.alert for e in bus.published)
+
+
+async def test_a_valkey_that_never_answers_is_down_within_the_socket_timeout(bus: RecordingBus) -> None:
+    """A server that takes the connection and never replies (hung, or a black-holed port behind a
+    proxy): the first round trip gives up after socket_timeout_seconds, not sooner and not never, and
+    the outage is reported once, with that reason."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = ValkeyConfig(url=f"redis://127.0.0.1:{port}/0", conflation_ms=20, socket_timeout_seconds=0.3)
+    cache = ValkeyCache(config, bus, Metrics())
+    await cache.start()
+    task = asyncio.create_task(cache.run())
+    try:
+        started = time.monotonic()
+        cache.accept(full_quote("SPY", BASE_NS, base=100))
+        await eventually(lambda: cache.status().state == "down", what="the cache to give up", within=2.5)
+        gave_up_after = time.monotonic() - started
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await cache.aclose()
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert gave_up_after >= 0.3
+    assert cache.status().details["last_error"] == "TimeoutError(no reply within 0.3 s)"
+    assert [e.event for e in bus.published] == ["valkey_down"]
