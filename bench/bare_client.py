@@ -7,6 +7,11 @@ Same subscriptions as the daemon under IB's default limits: reqMktData with gene
 AllLast for SPY, QQQ, IWM. ``pendingTickersEvent`` adds up ``ticks + domTicks + tickByTicks``;
 nothing else happens per tick. Prints one JSON line: ticks counted in the window after warm-up,
 the window's length, and the process's CPU seconds in that window.
+
+``--sliced`` gives the client the daemon's one change to ib_async's reading
+(ingestion.ibkr.reads.bound_socket_reads): stock ib_async parses a read in time quadratic in its size,
+so once it lags and its reads grow, it slows further; how far depends on the machine. The stock client
+is the issue's ceiling; the sliced one is the stricter one, what ib_async itself can drain.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from collections.abc import Iterable
 
 from harness import ETFS, LOOPBACK, TBT_SYMBOLS, cpu_seconds
 from ib_async import IB, Stock, Ticker
+
+from ingestion.ibkr.reads import bound_socket_reads
 
 
 class TickCounter:
@@ -45,8 +52,10 @@ async def subscribe(ib: IB, port: int, client_id: int) -> None:
         ib.reqTickByTickData(contract, "AllLast", 0, False)
 
 
-async def measure(port: int, seconds: float, warmup: float, client_id: int) -> dict[str, float]:
+async def measure(port: int, seconds: float, warmup: float, client_id: int, sliced: bool) -> dict[str, float]:
     ib = IB()
+    if sliced:
+        bound_socket_reads(ib)
     counter = TickCounter()
     ib.pendingTickersEvent += counter.on_pending
     await subscribe(ib, port, client_id)
@@ -72,8 +81,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--client-id", type=int, default=77)
+    parser.add_argument("--sliced", action="store_true", help="socket reads parsed in 8 KiB slices")
     args = parser.parse_args()
-    result = asyncio.run(measure(args.port, args.seconds, args.warmup, args.client_id))
+    result = asyncio.run(measure(args.port, args.seconds, args.warmup, args.client_id, args.sliced))
     print(json.dumps(result), flush=True)
     return 0
 
