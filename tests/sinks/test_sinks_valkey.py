@@ -23,7 +23,13 @@ from ingestion.config import ValkeyConfig
 from ingestion.events import IngestionEvent, Trade
 from ingestion.metrics import Metrics
 from ingestion.sinks.book import DepthBook
-from ingestion.sinks.valkey import HiredisPackingConnection, RoundTrips, ValkeyCache, trade_fields
+from ingestion.sinks.valkey import (
+    HiredisPackingConnection,
+    RoundTrips,
+    ValkeyCache,
+    trade_fields,
+    xadd_command,
+)
 
 US = 1000
 
@@ -207,10 +213,7 @@ class TestCommandPacking:
     """hiredis packs our commands; the bytes must be exactly those redis-py's own packer makes."""
 
     def test_a_trade_xadd_packs_to_the_same_bytes(self) -> None:
-        fields = trade_fields(trade("SPY", BASE_NS, price=412.37))
-        args = ["XADD", "market:trades:SPY", "MAXLEN", "~", 1000, "*"]
-        for name, value in fields.items():
-            args += [name, value]
+        args = xadd_command(trade("SPY", BASE_NS, price=412.37), 1000)
         assert HiredisPackingConnection().pack_command(*args) == [b"".join(Connection().pack_command(*args))]
 
     @given(st.sampled_from(["SET", "XADD", "PUBLISH", "CLIENT SETINFO", b"CONFIG GET"]), st.lists(ARGUMENTS))

@@ -123,6 +123,10 @@ class RoundTrips:
         return replies
 
 
+def error_replies(replies: Sequence[Any]) -> list[ResponseError]:
+    return [reply for reply in replies if isinstance(reply, ResponseError)]
+
+
 def l1_key(symbol: str) -> str:
     return f"market:l1:{symbol}"
 
@@ -429,7 +433,7 @@ class ValkeyCache:
         if status is not None:
             text = json.dumps(status, default=str)
             commands.append(set_command(STATUS_KEY, text, self._config.status_ttl_seconds))
-        errors = [reply for reply in await self._round_trip(commands) if isinstance(reply, ResponseError)]
+        errors = error_replies(await self._round_trip(commands))
         refused = [error for error in errors if refuses_scripts(error)]
         if refused:
             await self._stop_scripting(trades, str(refused[0]))
@@ -452,9 +456,8 @@ class ValkeyCache:
         self._trades_by_script = False
         log.warning("Valkey refuses EVAL; adding trades with one XADD each", error=reason)
         assert self._round_trip is not None
-        for reply in await self._round_trip(self._trade_commands(trades)):
-            if isinstance(reply, ResponseError):
-                raise reply
+        if errors := error_replies(await self._round_trip(self._trade_commands(trades))):
+            raise errors[0]
 
     def _status_body(self) -> dict[str, Any] | None:
         if self._status_provider is None or time.monotonic() < self._next_status:
@@ -470,9 +473,8 @@ class ValkeyCache:
         assert self._round_trip is not None
         try:
             async with asyncio.timeout(self._config.socket_timeout_seconds):
-                [reply] = await self._round_trip([("PING",)])
-            if isinstance(reply, ResponseError):
-                raise reply
+                if errors := error_replies(await self._round_trip([("PING",)])):
+                    raise errors[0]
         except (RedisError, OSError, TimeoutError) as exc:
             self._last_error = self._reason(exc)
             return
