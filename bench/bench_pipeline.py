@@ -348,7 +348,7 @@ def _step_line(rate: float, ok: bool, f: dict[str, Any]) -> None:
 
 
 def run_client(
-    script: str, args: argparse.Namespace, extra: list[str], flags: tuple[str, ...] = ()
+    script: str, args: argparse.Namespace, *, sinks: bool = False, flags: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """A bare or naive client against its own unthrottled simulator; msgs/s read from /stats."""
     with (
@@ -356,11 +356,10 @@ def run_client(
         Stack(Path(workdir), rate=0, fast_questdb=not args.full_double, start_daemon=False) as stack,
     ):
         seconds = args.step_seconds
-        valkey = ["--valkey-url", stack.valkey.url, "--questdb-port", str(stack.questdb.port)]
+        sink_args = ["--valkey-url", stack.valkey.url, "--questdb-port", str(stack.questdb.port)]
         command = [str(BIN / "python"), str(REPO / "bench" / script), "--port", str(stack.simulator.port),
                    "--seconds", str(seconds + 2), "--warmup", str(args.settle)]  # fmt: skip
-        command += valkey if extra else []
-        command += flags
+        command += [*(sink_args if sinks else []), *flags]
         client = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
         while stack.simulator.sent()["total"] < 1000 and time.monotonic() < deadline:
@@ -434,10 +433,10 @@ def main() -> int:
         elif name == "saturation":
             results[name] = run_saturation(args)
         elif name in CEILINGS:
-            ceiling_runs[name].append(run_client("bare_client.py", args, [], CEILINGS[name]))
+            ceiling_runs[name].append(run_client("bare_client.py", args, flags=CEILINGS[name]))
             results[name] = median_of_runs(ceiling_runs[name])
         else:
-            results[name] = run_client("naive_baseline.py", args, ["sinks"])
+            results[name] = run_client("naive_baseline.py", args, sinks=True)
         shown = ceiling_runs[name][-1] if name in CEILINGS else results[name]
         print(json.dumps(shown, indent=None, default=str), flush=True)
     _ratios(results)
