@@ -1,40 +1,21 @@
-"""The normaliser: one event per IB message, no NaN or IB sentinel values, exchange times kept."""
+"""The normaliser: IB's market data messages, as they come off the socket, become events.
+
+One Quote per Level 1 message that changes the top of book, one DepthUpdate per depth message, one
+Trade per trade message; no NaN or IB sentinel values; IB's exchange time kept; messages that are
+not ours left to ib_async.
+"""
 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 
 import pytest
-from ib_async import Stock, TickAttribLast, TickByTickAllLast, TickData, Ticker
-from ib_async.objects import MktDepthData
 
-from ingestion.bus import EventBus
-from ingestion.config import Settings, SymbolConfig
+from ib_wire import L1, WiredClient, all_last, depth_l2, rtvolume, tick_price, tick_size
 from ingestion.events import DepthUpdate, Quote, ReceiveClock, Trade
-from ingestion.ibkr.normalise import Normaliser, TopOfBook, clean_price, clean_size
-from ingestion.ibkr.subscriptions import SubscriptionRegistry
-from ingestion.metrics import Metrics
+from ingestion.ibkr.normalise import clean_price, clean_size
 
-T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
-
-
-def make_normaliser(
-    source: str = "tick_by_tick",
-) -> tuple[Normaliser, list, SubscriptionRegistry]:
-    settings = Settings(universe=(SymbolConfig(symbol="SPY"),))
-    registry = SubscriptionRegistry(settings, EventBus(), Metrics())
-    registry.streams["SPY"].time_and_sales.source = source  # as the plan would set it
-    events: list = []
-    return Normaliser(registry, events.extend, ReceiveClock(), Metrics()), events, registry
-
-
-def ticker(**lists) -> Ticker:
-    t = Ticker(contract=Stock("SPY", "SMART", "USD"))
-    t.ticks = lists.get("ticks", [])
-    t.domTicks = lists.get("dom", [])
-    t.tickByTicks = lists.get("tbt", [])
-    return t
+EXCHANGE_SECONDS = 1_795_532_399  # 2026-11-23 14:59:59 UTC
 
 
 @pytest.mark.parametrize("value", [math.nan, -1.0, 0.0, 1.7976931348623157e308, None])
@@ -50,94 +31,159 @@ def test_sizes_keep_zero_but_drop_sentinels(value, clean) -> None:
 
 
 def test_each_level1_tick_gives_one_quote_with_the_full_top_of_book() -> None:
-    """Three L1 ticks in one socket read give three quotes, each showing the book after its tick."""
-    normaliser, events, _ = make_normaliser()
-    normaliser.on_pending_tickers(
-        [
-            ticker(
-                ticks=[TickData(T0, 1, 600.01, 300), TickData(T0, 2, 600.03, 200), TickData(T0, 8, -1, 12345)]
-            )
-        ]
+    """Three Level 1 messages in one socket read give three quotes, each the book after its message."""
+    wire = WiredClient()
+    first, second, third = wire.read(
+        tick_price(1, "600.01", 300), tick_price(2, "600.03", 200), tick_size(8, 12345)
     )
-    assert [type(e) for e in events] == [Quote, Quote, Quote]
-    first, second, third = events
+    assert all(isinstance(e, Quote) for e in (first, second, third))
     assert (first.bid, first.bid_size, first.ask) == (600.01, 300, None)
     assert (second.bid, second.ask, second.ask_size) == (600.01, 600.03, 200)
     assert third.volume == 12345
     assert first.timestamp_ns < second.timestamp_ns < third.timestamp_ns
 
 
+def test_a_size_tick_repeating_its_price_ticks_size_gives_no_second_quote() -> None:
+    """IB follows each bid/ask/last price with a size message of the same size: one quote, not two.
+    A size that does change the book is a quote of its own."""
+    wire = WiredClient()
+    events = wire.read(
+        tick_price(1, "600.01", 300), tick_size(0, 300),
+        tick_price(4, "600.02", 100), tick_size(5, 100),
+        tick_size(0, 400),
+    )  # fmt: skip
+    assert [(e.bid, e.bid_size, e.last, e.last_size) for e in events] == [
+        (600.01, 300, None, None),
+        (600.01, 300, 600.02, 100),
+        (600.01, 400, 600.02, 100),
+    ]
+
+
 def test_an_emptied_side_is_none_not_minus_one() -> None:
-    """IB empties a side with price -1 and size 0; the quote shows None for both."""
-    normaliser, events, _ = make_normaliser()
-    normaliser.on_pending_tickers([ticker(ticks=[TickData(T0, 1, 600.0, 5), TickData(T0, 1, -1, 0)])])
-    assert (events[-1].bid, events[-1].bid_size) == (None, None)
+    """IB empties a side with price -1 and size 0, or with a size of 0: None for both."""
+    wire = WiredClient()
+    (*_, emptied_by_price) = wire.read(tick_price(1, "600.00", 5), tick_price(1, "-1", 0))
+    assert (emptied_by_price.bid, emptied_by_price.bid_size) == (None, None)
+    (*_, emptied_by_size) = wire.read(tick_price(2, "600.05", 5), tick_size(3, 0))
+    assert (emptied_by_size.ask, emptied_by_size.ask_size) == (None, None)
 
 
 def test_depth_messages_map_side_operation_and_position() -> None:
     """side 1 is bid and 0 ask; operation 0/1/2 is insert/update/delete; deletes carry no price."""
-    normaliser, events, _ = make_normaliser()
-    normaliser.on_pending_tickers(
-        [
-            ticker(
-                dom=[
-                    MktDepthData(T0, 0, "ARCA", 0, 1, 600.0, 100),
-                    MktDepthData(T0, 3, "NSDQ", 1, 0, 600.05, 50),
-                    MktDepthData(T0, 9, "BATS", 2, 0, 601.0, 0),
-                ]
-            )
-        ]
+    wire = WiredClient()
+    events = wire.read(
+        depth_l2(0, "ARCA", 0, 1, "600.00", 100),
+        depth_l2(3, "NSDQ", 1, 0, "600.05", 50),
+        depth_l2(9, "BATS", 2, 0, "601.00", 0),
+        (12, 1, 2, 4, 1, 1, "599.99", 10),  # updateMktDepth: no market maker
     )
     assert [(e.side, e.operation, e.position, e.market_maker) for e in events] == [
         ("bid", "insert", 0, "ARCA"),
         ("ask", "update", 3, "NSDQ"),
         ("ask", "delete", 9, "BATS"),
+        ("bid", "update", 4, None),
     ]
     assert all(isinstance(e, DepthUpdate) and e.is_smart_depth for e in events)
     assert (events[2].price, events[2].size) == (None, None)
+    assert (events[3].price, events[3].size) == (599.99, 10)
 
 
 def test_tick_by_tick_trades_keep_exchange_time_and_flags() -> None:
-    """A tick-by-tick trade carries IB's time, exchange, conditions and the two attribute flags."""
-    normaliser, events, _ = make_normaliser("tick_by_tick")
-    exchange_time = datetime(2026, 11, 23, 14, 59, 59, tzinfo=UTC)
-    trade = TickByTickAllLast(2, exchange_time, 600.02, 100, TickAttribLast(True, False), "ARCA", "I")
-    normaliser.on_pending_tickers([ticker(tbt=[trade])])
-    (event,) = events
+    """A tick-by-tick trade carries IB's time (not the time of the read), exchange, conditions and
+    the two attribute flags (mask bit 1 past limit, bit 2 unreported)."""
+    wire = WiredClient("tick_by_tick")
+    (event,) = wire.read(all_last(EXCHANGE_SECONDS, "600.02", 100, mask=1, conditions="I"))
     assert isinstance(event, Trade)
-    assert event.exchange_time_ns == int(exchange_time.timestamp()) * 1_000_000_000
-    assert (event.exchange, event.conditions, event.past_limit, event.unreported) == (
-        "ARCA",
-        "I",
-        True,
-        False,
-    )
-    assert event.source == "tick_by_tick"
+    assert event.exchange_time_ns == EXCHANGE_SECONDS * 1_000_000_000
+    assert (event.price, event.size, event.exchange, event.conditions) == (600.02, 100, "ARCA", "I")
+    assert (event.past_limit, event.unreported, event.source) == (True, False, "tick_by_tick")
+
+
+def test_rtvolume_trades_keep_the_trade_time_in_milliseconds() -> None:
+    """RTVolume carries the trade's time in milliseconds since the epoch; the trade keeps it."""
+    wire = WiredClient("rtvolume")
+    (event,) = wire.read(rtvolume("600.02", 7, EXCHANGE_SECONDS * 1000 + 250))
+    assert (event.source, event.price, event.size) == ("rtvolume", 600.02, 7)
+    assert event.exchange_time_ns == EXCHANGE_SECONDS * 1_000_000_000 + 250_000_000
 
 
 def test_rtvolume_trades_only_where_rtvolume_is_the_source() -> None:
     """RTVolume becomes trades for symbols without tick-by-tick, and is ignored where tick-by-tick
-    already reports every trade (no double counting)."""
-    rtvolume = TickData(T0, 48, 600.02, 7)
-    normaliser, events, _ = make_normaliser("rtvolume")
-    normaliser.on_pending_tickers([ticker(ticks=[rtvolume])])
-    assert [(type(e), e.source, e.size) for e in events] == [(Trade, "rtvolume", 7)]
-    normaliser, events, _ = make_normaliser("tick_by_tick")
-    normaliser.on_pending_tickers([ticker(ticks=[rtvolume])])
-    assert events == []
+    already reports every trade (no double counting); a volume-only RTVolume is no trade."""
+    assert WiredClient("tick_by_tick").read(rtvolume("600.02", 7, 1)) == []
+    assert WiredClient("rtvolume").read((46, 6, L1, 48, ";;1795532399000;1000;600.0;true")) == []
+
+
+def test_tick_by_tick_after_falling_back_to_rtvolume_is_not_counted_twice() -> None:
+    """Once a symbol's trades come from RTVolume, late tick-by-tick messages give no trade."""
+    wire = WiredClient("rtvolume")
+    assert wire.read(all_last(EXCHANGE_SECONDS, "600.02", 100)) == []
+
+
+def test_one_socket_read_is_one_batch() -> None:
+    """The events of one read reach the pipeline as one list; a read with none hands nothing on."""
+    wire = WiredClient()
+    wire.read(tick_price(1, "600.01", 300), depth_l2(0, "ARCA", 0, 1, "600.00", 100))
+    wire.read((58, 1, L1, 1))  # marketDataType: not market data
+    assert (len(wire.events), wire.batches) == (2, 1)
 
 
 def test_events_count_on_their_subscription() -> None:
     """Each event updates its subscription's count and last tick time (what /subscriptions shows)."""
-    normaliser, events, registry = make_normaliser()
-    normaliser.on_pending_tickers([ticker(ticks=[TickData(T0, 1, 600.0, 1)])])
-    l1 = registry.streams["SPY"].l1
-    assert (l1.count, l1.last_tick_ns, l1.state) == (1, events[0].timestamp_ns, "active")
+    wire = WiredClient()
+    (event,) = wire.read(tick_price(1, "600.00", 1))
+    l1 = wire.registry.streams["SPY"].l1
+    assert (l1.count, l1.last_tick_ns, l1.state) == (1, event.timestamp_ns, "active")
 
 
-def test_top_of_book_ignores_non_level1_ticks() -> None:
-    """Generic ticks (e.g. 49, halted) are not Level 1 fields and produce no quote."""
-    assert TopOfBook().apply(49, 1.0, 0) is False
+def test_events_received_metric_counts_every_event() -> None:
+    """ingestion_events_received counts each emitted event by symbol and type (added per read)."""
+    wire = WiredClient("rtvolume")
+    wire.read(tick_price(1, "600.00", 1), tick_price(2, "600.02", 1), rtvolume("600.01", 5, 1))
+    wire.read(depth_l2(0, "ARCA", 0, 1, "600.00", 100), tick_price(4, "600.01", 5))
+    sample = wire.metrics.registry.get_sample_value
+    assert sample("ingestion_events_received_total", {"symbol": "SPY", "type": "quote"}) == 3
+    assert sample("ingestion_events_received_total", {"symbol": "SPY", "type": "trade"}) == 1
+    assert sample("ingestion_events_received_total", {"symbol": "SPY", "type": "depth"}) == 1
+
+
+def test_messages_for_other_requests_and_ticks_we_do_not_use_go_to_ib_async() -> None:
+    """An unknown request id and a generic tick (49, halted) are ib_async's to handle: no event."""
+    wire = WiredClient()
+    ticker = wire.ib.wrapper.startTicker(77, None, "mktData")
+    events = wire.read(tick_price(1, "10.00", 5, request_id=77), (45, 6, L1, 49, "0"))
+    assert events == []
+    assert ticker.bid == 10.0
+
+
+def test_a_malformed_message_is_logged_by_ib_async_and_the_rest_of_the_read_kept(caplog) -> None:
+    """A trade with a missing field cannot be decoded: it is logged with its fields, and the
+    messages around it in the same read still become events."""
+    wire = WiredClient()
+    events = wire.read(
+        tick_price(1, "600.00", 1), (99, 3, 2, EXCHANGE_SECONDS, "600.0"), tick_price(2, "600.02", 1)
+    )
+    assert [type(e) for e in events] == [Quote, Quote]
+    assert "Error handling fields" in caplog.text
+
+
+def test_a_new_connection_starts_from_an_empty_book() -> None:
+    """After reset (a reconnect), the status page shows no quote until IB sends the book again."""
+    wire = WiredClient()
+    wire.read(tick_price(1, "600.00", 1))
+    assert wire.normaliser.top_of_book("SPY")["bid"] == 600.0
+    wire.normaliser.reset()
+    assert wire.normaliser.top_of_book("SPY") is None
+    (event,) = wire.read(tick_price(2, "600.02", 3))
+    assert (event.bid, event.ask) == (None, 600.02)
+
+
+def test_requests_recorded_after_the_first_message_are_routed() -> None:
+    """A resubscription's new request ids are ours from their first message."""
+    wire = WiredClient()
+    wire.registry.record_request(41, "SPY", "l1")
+    (event,) = wire.read(tick_price(1, "600.00", 1, request_id=41))
+    assert event.bid == 600.0
 
 
 def test_receive_clock_gives_unique_whole_microseconds() -> None:
@@ -146,19 +192,3 @@ def test_receive_clock_gives_unique_whole_microseconds() -> None:
     readings = iter([5_000_123, 5_000_123, 5_000_999, 4_000_000, 9_000_000])
     clock = ReceiveClock(source=lambda: next(readings))
     assert [clock.now_ns() for _ in range(5)] == [5_000_000, 5_001_000, 5_002_000, 5_003_000, 9_000_000]
-
-
-def test_events_received_metric_counts_every_event() -> None:
-    """ingestion_events_received counts each emitted event by symbol and type (batched per read)."""
-    settings = Settings(universe=(SymbolConfig(symbol="SPY"),))
-    metrics = Metrics()
-    registry = SubscriptionRegistry(settings, EventBus(), metrics)
-    registry.streams["SPY"].time_and_sales.source = "rtvolume"
-    normaliser = Normaliser(registry, [].extend, ReceiveClock(), metrics)
-    ticks = [TickData(T0, 1, 600.0, 1), TickData(T0, 2, 600.02, 1), TickData(T0, 48, 600.01, 5)]
-    normaliser.on_pending_tickers([ticker(ticks=ticks, dom=[MktDepthData(T0, 0, "ARCA", 0, 1, 600.0, 100)])])
-    normaliser.on_pending_tickers([ticker(ticks=[TickData(T0, 4, 600.01, 5)])])
-    sample = metrics.registry.get_sample_value
-    assert sample("ingestion_events_received_total", {"symbol": "SPY", "type": "quote"}) == 3
-    assert sample("ingestion_events_received_total", {"symbol": "SPY", "type": "trade"}) == 1
-    assert sample("ingestion_events_received_total", {"symbol": "SPY", "type": "depth"}) == 1

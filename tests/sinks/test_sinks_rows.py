@@ -10,16 +10,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from ib_async import Stock, TickAttribLast, TickByTickAllLast, TickData, Ticker
-from ib_async.objects import MktDepthData
 from sinks_helpers import BASE_NS, depth, full_quote, ingestion_event, observation, quote, trade
 
-from ingestion.bus import EventBus
-from ingestion.config import Settings, SymbolConfig
-from ingestion.events import DepthUpdate, Event, Quote, ReceiveClock, Trade
-from ingestion.ibkr.normalise import Normaliser
-from ingestion.ibkr.subscriptions import SubscriptionRegistry
-from ingestion.metrics import Metrics
+from ib_wire import WiredClient, all_last, depth_l2, tick_price, tick_size
+from ingestion.events import DepthUpdate, Event, Quote, Trade
 from ingestion.sinks.rows import Row, add_row, as_row, from_wire, holdable, row_for, to_wire
 from ingestion.sinks.schema import TABLES_BY_NAME
 
@@ -145,31 +139,13 @@ class TestEachEventType:
         assert list(columns) == [name for name in order if name in columns]
 
 
-def normalised(*tickers: Ticker) -> list[Event]:
-    """What the real normaliser emits for these tickers (SPY: Level 1, smart depth, tick by tick)."""
-    settings = Settings(universe=(SymbolConfig(symbol="SPY"),))
-    registry = SubscriptionRegistry(settings, EventBus(), Metrics())
-    registry.streams["SPY"].time_and_sales.source = "tick_by_tick"  # as the subscription plan would set it
-    events: list[Event] = []
-    Normaliser(registry, events.extend, ReceiveClock(), Metrics()).on_pending_tickers(tickers)
-    return events
-
-
-def spy(**lists: list[object]) -> Ticker:
-    ticker = Ticker(contract=Stock("SPY", "SMART", "USD"))
-    ticker.ticks = lists.get("ticks", [])
-    ticker.domTicks = lists.get("dom", [])
-    ticker.tickByTicks = lists.get("tbt", [])
-    return ticker
-
-
 class TestSizesAreDoubles:
     """Prices and sizes reach QuestDB as ILP floats whatever type they started as.
 
-    IB hands sizes over as Decimal (ib_async) or int; an int would go out as an ILP integer ("5i"), which
-    QuestDB refuses for a DOUBLE column, and the client refuses a Decimal outright under ILP protocol
-    versions 1 and 2. The normaliser makes them floats, and row_for converts again for events from
-    anywhere else.
+    IB writes whole sizes and prices without a decimal point, and other code may build events from ints or
+    Decimals; an int would go out as an ILP integer ("5i"), which QuestDB refuses for a DOUBLE column, and
+    the client refuses a Decimal outright under ILP protocol versions 1 and 2. The normaliser makes them
+    floats, and row_for converts again for events from anywhere else.
     """
 
     def test_row_for_makes_floats_of_int_and_decimal_quote_values(self) -> None:
@@ -193,18 +169,16 @@ class TestSizesAreDoubles:
         assert row_for(sale)[3] == {"price": 601.0, "past_limit": False, "unreported": True}
         assert " price=601.0,past_limit=f,unreported=t " in ilp(row_for(sale))
 
-    def test_decimal_and_int_sizes_of_quotes_reach_the_line_as_floats(self) -> None:
-        [_, event] = normalised(spy(ticks=[TickData(T0, 1, 600, Decimal(300)), TickData(T0, 8, -1, 12345)]))
+    def test_whole_sizes_of_quotes_on_the_wire_reach_the_line_as_floats(self) -> None:
+        [_, event] = WiredClient().read(tick_price(1, 600, 300), tick_size(8, 12345))
         assert isinstance(event, Quote)
         columns = row_for(event)[3]
         assert columns == {"bid": 600.0, "bid_size": 300.0, "volume": 12345.0}
         assert all(type(value) is float for value in columns.values())
         assert " bid=600.0,bid_size=300.0,volume=12345.0 " in ilp(row_for(event))
 
-    def test_decimal_sizes_of_depth_and_trades_reach_the_line_as_floats(self) -> None:
-        book = MktDepthData(T0, 2, "", 0, 1, 599, Decimal(7))
-        print_ = TickByTickAllLast(1, T0, 601, Decimal(5), TickAttribLast(), "ARCA", "")
-        events = normalised(spy(dom=[book], tbt=[print_]))
+    def test_whole_sizes_of_depth_and_trades_on_the_wire_reach_the_line_as_floats(self) -> None:
+        events = WiredClient().read(depth_l2(2, "", 0, 1, 599, 7), all_last(1_795_532_400, 601, 5))
         assert [type(e) for e in events] == [DepthUpdate, Trade]
         depth_row, trade_row = (row_for(e) for e in events)
         assert (depth_row[3]["price"], depth_row[3]["size"]) == (599.0, 7.0)

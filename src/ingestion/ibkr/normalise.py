@@ -1,28 +1,48 @@
-"""IB ticker updates -> normalised events (Quote, DepthUpdate, Trade).
+"""IB market data messages -> normalised events (Quote, DepthUpdate, Trade).
 
-ib_async batches what one socket read brought into ``pendingTickersEvent``; each ticker then
-lists, in arrival order, the Level 1 ticks (``ticks``), depth messages (``domTicks``) and
-tick-by-tick trades (``tickByTicks``) of that read. We apply them one by one to our own top of
-book, so there is exactly one Quote per Level 1 update, one DepthUpdate per depth message and
-one Trade per trade message, each with its own strictly increasing receive timestamp.
+For the request ids the subscription registry holds, :func:`tap_market_data` puts our handlers in
+ib_async's decoder table for the six market data messages. Each parses its message's fields once and
+appends one event; ib_async's own handling of them (a ``TickData`` on a ``Ticker``, a dozen ``Ticker``
+attributes, a set of pending tickers walked again after the read) is skipped: at saturation it and
+the normaliser walking its lists again were most of the event loop (docs/PERFORMANCE.md, tenth
+round). Messages for other request ids, and tick types we do not use, go to ib_async unchanged.
 
-This runs once per socket read on the event loop: no logging, no allocation beyond the events, and
-the events of one read go to ``emit`` as one list, so the queue and the fan-out behind it work per
-read rather than per message (at saturation a read brings a few hundred messages).
+Wire layouts (TWS API, as ib_async 2.1 decodes them; ../shared/reference/tws-wire-protocol.md §4):
+
+====  ==========================================================================================
+1     tickPrice ``1, version, reqId, tickType, price, size, attrMask``
+2     tickSize ``2, version, reqId, tickType, size``
+46    tickString ``46, version, reqId, tickType, value``; RTVolume (48, 77) is
+      ``price;size;ms since epoch;total volume;VWAP;single trade``
+12    updateMktDepth ``12, version, reqId, position, operation, side, price, size``
+13    updateMktDepthL2 ``13, version, reqId, position, marketMaker, operation, side, price, size
+      [, isSmartDepth]``
+99    tickByTick Last/AllLast ``99, reqId, 1|2, time (s), price, size, mask, exchange, conditions``
+====  ==========================================================================================
+
+One Quote per Level 1 message that changes our top of book: every price tick, and a size tick
+only when the size differs (IB follows each price tick with a size tick repeating its size). One
+DepthUpdate per depth message and one Trade per trade message, each with its own strictly
+increasing receive timestamp; trades keep IB's exchange time (ib_async 2.1 replaces it with the time
+of the socket read). A side with size 0 is empty, as in ib_async.
+
+This runs once per message on the event loop: no logging, no allocation beyond the events. A
+malformed message raises inside ib_async's ``Decoder.interpret``, which logs it with its fields.
+The events of one socket read go to ``emit`` as one list when ib_async emits ``updateEvent`` at
+the end of the read, and per-subscription counts are added then, so the queue and the metrics work
+per read rather than per message (at saturation a read brings a few hundred messages).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
 
-from ib_async import TickByTickAllLast, Ticker
+from ib_async import IB
 
 from ingestion.events import DepthUpdate, MarketEvent, Quote, ReceiveClock, Trade
-from ingestion.ibkr.exchange_time import RTVOLUME_TICK_TYPES
-from ingestion.ibkr.subscriptions import SubscriptionRegistry, SymbolStreams
+from ingestion.ibkr.subscriptions import Subscription, SubscriptionRegistry, SymbolStreams
 from ingestion.metrics import Metrics
 
 # IB tick types -> our Level 1 field; live and delayed (66-76) variants.
@@ -30,31 +50,29 @@ PRICE_FIELDS = {1: "bid", 2: "ask", 4: "last", 6: "high", 7: "low", 9: "close", 
                 66: "bid", 67: "ask", 68: "last", 72: "high", 73: "low", 75: "close", 76: "open"}  # fmt: skip
 SIZE_FIELDS = {0: "bid_size", 3: "ask_size", 5: "last_size", 8: "volume",
                69: "bid_size", 70: "ask_size", 71: "last_size", 74: "volume"}  # fmt: skip
-# A price tick carries the size of the same side.
+# A price tick carries the size of the same side; the side of a size tick, for emptying it.
 SIZE_OF_PRICE = {"bid": "bid_size", "ask": "ask_size", "last": "last_size"}
-# IB's "no value" markers: UNSET_DOUBLE, and -1 for an empty side.
+SIDE_OF_SIZE = {"bid_size": "bid", "ask_size": "ask"}
+RTVOLUME_TICK_TYPES = frozenset({48, 77})
+TRADE_TICK_BY_TICK = frozenset({"1", "2"})  # Last, AllLast; BidAsk and MidPoint are not trades
+# IB's "no value" marker for doubles; -1 marks an empty side.
 UNSET_DOUBLE = 1.7976931348623157e308
 DEPTH_OPERATIONS = ("insert", "update", "delete")
+DEPTH_SIDES = ("ask", "bid")  # IB: 0 = ask, 1 = bid
 
 Emit = Callable[[list[MarketEvent]], None]
+Handler = Callable[[list[str]], Any]
 
 
 def clean_price(value: float | None) -> float | None:
     """A usable price, or None for NaN, IB's sentinels and non-positive values."""
-    if value is None or math.isnan(value) or value >= UNSET_DOUBLE or value <= 0:
-        return None
-    return float(value)
+    # A chained comparison is False for NaN, so one test covers NaN, <= 0 and UNSET_DOUBLE.
+    return float(value) if value is not None and 0 < value < UNSET_DOUBLE else None
 
 
 def clean_size(value: float | None) -> float | None:
     """A usable size (zero included), or None for NaN, sentinels and negative values."""
-    if value is None or math.isnan(value) or value >= UNSET_DOUBLE or value < 0:
-        return None
-    return float(value)
-
-
-def to_ns(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp() * 1_000_000) * 1000
+    return float(value) if value is not None and 0 <= value < UNSET_DOUBLE else None
 
 
 @dataclass(slots=True)
@@ -71,25 +89,59 @@ class TopOfBook:
     close: float | None = None
     open: float | None = None
 
-    def apply(self, tick_type: int, price: float, size: float) -> bool:
-        """Apply one Level 1 tick; False when it is not a Level 1 field."""
-        field = PRICE_FIELDS.get(tick_type)
-        if field is not None:
-            value = clean_price(price)
-            setattr(self, field, value)
-            size_field = SIZE_OF_PRICE.get(field)
-            if size_field is not None:
-                setattr(self, size_field, clean_size(size) if value is not None else None)
+    def set_price(self, field: str, price: float | None, size: float | None) -> None:
+        """A price tick: its size belongs to the same side, and size 0 empties a bid or ask."""
+        size_field = SIZE_OF_PRICE.get(field)
+        if size_field is None:
+            setattr(self, field, price)
+            return
+        if price is None or (size == 0 and field != "last"):
+            price = size = None
+        setattr(self, field, price)
+        setattr(self, size_field, size)
+
+    def set_size(self, field: str, size: float | None) -> bool:
+        """A size tick; False when it changes nothing (IB repeats the size of each price tick)."""
+        side = SIDE_OF_SIZE.get(field)
+        if side is not None and size == 0:
+            if getattr(self, side) is None and getattr(self, field) is None:
+                return False
+            setattr(self, side, None)
+            setattr(self, field, None)
             return True
-        field = SIZE_FIELDS.get(tick_type)
-        if field is not None:
-            setattr(self, field, clean_size(size))
-            return True
-        return False
+        if getattr(self, field) == size or (field == "last_size" and self.last is None):
+            return False
+        setattr(self, field, size)
+        return True
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+
+@dataclass(slots=True, eq=False)
+class Tally:
+    """The events one subscription got within the current socket read, added to it at the read's end."""
+
+    entry: Subscription
+    counter: Any  # the subscription's ingestion_events_received child
+    count: int = 0
+    last_ns: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class Lane:
+    """One IB request as the normaliser sees it: whose events, which book, which tallies."""
+
+    symbol: str
+    streams: SymbolStreams
+    book: TopOfBook
+    quotes: Tally | None
+    trades: Tally | None
+    depth: Tally | None
 
 
 class Normaliser:
-    """Turns one batch of ticker updates into events, in arrival order per ticker."""
+    """Turns IB's market data messages into events, in arrival order, one list per socket read."""
 
     def __init__(
         self, registry: SubscriptionRegistry, emit: Emit, clock: ReceiveClock, metrics: Metrics
@@ -99,20 +151,41 @@ class Normaliser:
         self._clock = clock
         self._books: dict[str, TopOfBook] = {}
         received = metrics.events_received
-        self._counters = {
-            (symbol, kind): received.labels(symbol, kind)
-            for symbol in registry.streams
-            for kind in ("quote", "depth", "trade")
+        kinds = {"l1": "quote", "l2": "depth", "time_and_sales": "trade"}
+        self._tallies = {
+            (entry.symbol, entry.data_type): Tally(
+                entry, received.labels(entry.symbol, kinds[entry.data_type])
+            )
+            for entry in registry.entries()
+        }
+        self._touched: list[Tally] = []
+        self._events: list[MarketEvent] = []
+        # Lanes by the request id as IB writes it, per message kind; rebuilt when the routes change.
+        self._routes_seen = -1
+        self._level1: dict[str, Lane] = {}
+        self._depth: dict[str, Lane] = {}
+        self._tick_by_tick: dict[str, Lane] = {}
+
+    def handlers(self) -> dict[int, Handler]:
+        """Ours, by TWS message id; each returns False for a message that is not ours."""
+        return {
+            1: self.tick_price,
+            2: self.tick_size,
+            46: self.tick_string,
+            12: self.market_depth,
+            13: self.market_depth_l2,
+            99: self.tick_by_tick,
         }
 
     def reset(self) -> None:
         """Forget the top of book: a new connection starts from IB's fresh snapshot."""
-        self._books.clear()
+        self._books = {}
+        self._routes_seen = -1
 
     def top_of_book(self, symbol: str) -> dict[str, float | None] | None:
         """Last, bid and ask (with sizes and volume) for the status page; None before any quote."""
         book = self._books.get(symbol)
-        if book is None:
+        if book is None or book.is_empty():
             return None
         return {
             "last": book.last,
@@ -123,79 +196,120 @@ class Normaliser:
             "volume": book.volume,
         }
 
-    def on_pending_tickers(self, tickers: Iterable[Ticker]) -> None:
-        events: list[MarketEvent] = []
-        for ticker in tickers:
-            streams = self._registry.streams.get(ticker.contract.symbol if ticker.contract else "")
-            if streams is None:
-                continue
-            if ticker.ticks:
-                self._level1(streams, ticker, events)
-            if ticker.domTicks and streams.l2 is not None:
-                self._depth(streams, ticker, events)
-            if ticker.tickByTicks and streams.time_and_sales is not None:
-                self._tick_by_tick(streams, ticker, events)
-        if events:
+    def flush(self) -> None:
+        """End of a socket read: count what each subscription got, hand the read's events on."""
+        if self._touched:
+            for tally in self._touched:
+                tally.entry.tick(tally.last_ns, tally.count)
+                tally.counter.inc(tally.count)
+                tally.count = 0
+            self._touched = []
+        if self._events:
+            events, self._events = self._events, []
             self._emit(events)
 
-    def _level1(self, streams: SymbolStreams, ticker: Ticker, events: list[MarketEvent]) -> None:
-        symbol = streams.symbol
-        book = self._books.get(symbol)
-        if book is None:
-            book = self._books[symbol] = TopOfBook()
-        quotes = streams.l1
-        trades = streams.time_and_sales
-        trades_from_rtvolume = trades is not None and trades.source == "rtvolume"
-        # Counted per socket read, not per event: a prometheus Counter takes a lock on every inc().
-        quoted = traded = 0
-        now = 0
-        for tick in ticker.ticks:
-            if tick.tickType in RTVOLUME_TICK_TYPES:
-                if trades_from_rtvolume:
-                    traded += self._rtvolume_trade(streams, tick.time, tick.price, tick.size, events)
-                continue
-            if quotes is None or not book.apply(tick.tickType, tick.price, tick.size):
-                continue
-            now = self._clock.now_ns()
-            events.append(
-                Quote(
-                    symbol,
-                    now,
-                    book.bid,
-                    book.ask,
-                    book.last,
-                    book.bid_size,
-                    book.ask_size,
-                    book.last_size,
-                    book.volume,
-                    book.high,
-                    book.low,
-                    book.close,
-                    book.open,
-                )
-            )
-            quoted += 1
-        if quoted:
-            assert quotes is not None
-            quotes.tick(now, quoted)
-            self._counters[symbol, "quote"].inc(quoted)
-        if traded:
-            self._counters[symbol, "trade"].inc(traded)
+    # -- routing -------------------------------------------------------------------------
 
-    def _rtvolume_trade(
-        self, streams: SymbolStreams, moment: datetime, price: float, size: float, events: list[MarketEvent]
-    ) -> bool:
-        clean = clean_price(price)
-        if clean is None:
+    def _lanes(self) -> None:
+        """Mirror the registry's request ids, keyed as they appear on the wire."""
+        registry = self._registry
+        self._routes_seen = registry.routes_version
+        self._level1, self._depth, self._tick_by_tick = {}, {}, {}
+        by_kind = {"l1": self._level1, "l2": self._depth, "tick_by_tick": self._tick_by_tick}
+        for request_id, (streams, kind) in registry.routes.items():
+            symbol = streams.symbol
+            book = self._books.get(symbol)
+            if book is None:
+                book = self._books[symbol] = TopOfBook()
+            by_kind[kind][str(request_id)] = Lane(
+                symbol,
+                streams,
+                book,
+                self._tallies.get((symbol, "l1")),
+                self._tallies.get((symbol, "time_and_sales")),
+                self._tallies.get((symbol, "l2")),
+            )
+
+    def _count(self, tally: Tally, now: int) -> None:
+        if not tally.count:
+            self._touched.append(tally)
+        tally.count += 1
+        tally.last_ns = now
+
+    # -- Level 1 -------------------------------------------------------------------------
+
+    def tick_price(self, fields: list[str]) -> bool:
+        if self._routes_seen != self._registry.routes_version:
+            self._lanes()
+        lane = self._level1.get(fields[2])
+        if lane is None:
             return False
+        field = PRICE_FIELDS.get(int(fields[3]))
+        if field is None:
+            return False
+        if lane.quotes is None or not fields[4]:
+            return True  # Level 1 not wanted for this symbol (its request carries RTVolume), or no price
+        lane.book.set_price(field, clean_price(float(fields[4])), clean_size(float(fields[5] or 0)))
+        self._quote(lane, lane.quotes)
+        return True
+
+    def tick_size(self, fields: list[str]) -> bool:
+        if self._routes_seen != self._registry.routes_version:
+            self._lanes()
+        lane = self._level1.get(fields[2])
+        if lane is None:
+            return False
+        field = SIZE_FIELDS.get(int(fields[3]))
+        if field is None:
+            return False
+        if lane.quotes is not None and lane.book.set_size(field, clean_size(float(fields[4] or 0))):
+            self._quote(lane, lane.quotes)
+        return True
+
+    def _quote(self, lane: Lane, tally: Tally) -> None:
+        book = lane.book
         now = self._clock.now_ns()
-        events.append(
-            Trade(
-                streams.symbol,
+        self._events.append(
+            Quote(
+                lane.symbol,
                 now,
-                to_ns(moment),
-                clean,
-                clean_size(size),
+                book.bid,
+                book.ask,
+                book.last,
+                book.bid_size,
+                book.ask_size,
+                book.last_size,
+                book.volume,
+                book.high,
+                book.low,
+                book.close,
+                book.open,
+            )
+        )
+        self._count(tally, now)
+
+    def tick_string(self, fields: list[str]) -> bool:
+        """RTVolume: the trades of symbols whose time and sales come from Level 1."""
+        if self._routes_seen != self._registry.routes_version:
+            self._lanes()
+        lane = self._level1.get(fields[2])
+        if lane is None or int(fields[3]) not in RTVOLUME_TICK_TYPES:
+            return False
+        tally = lane.trades
+        if tally is None or tally.entry.source != "rtvolume":
+            return True
+        price_text, size_text, millis, _volume, _vwap, _single = fields[4].split(";")
+        price = clean_price(float(price_text)) if price_text else None
+        if price is None:
+            return True  # a volume-only update: no trade
+        now = self._clock.now_ns()
+        self._events.append(
+            Trade(
+                lane.symbol,
+                now,
+                int(millis) * 1_000_000 if millis.isdigit() else None,
+                price,
+                clean_size(float(size_text)) if size_text else None,
                 None,
                 None,
                 False,
@@ -203,72 +317,100 @@ class Normaliser:
                 "rtvolume",
             )
         )
-        assert streams.time_and_sales is not None
-        streams.time_and_sales.tick(now)
+        self._count(tally, now)
         return True
 
-    def _depth(self, streams: SymbolStreams, ticker: Ticker, events: list[MarketEvent]) -> None:
-        symbol = streams.symbol
-        entry = streams.l2
-        assert entry is not None
-        smart = self._registry.smart_depth
-        emitted = 0
-        now = 0
-        for tick in ticker.domTicks:
-            operation = DEPTH_OPERATIONS[tick.operation] if 0 <= tick.operation <= 2 else None
-            if operation is None:
-                continue
-            now = self._clock.now_ns()
-            deleted = operation == "delete"
-            events.append(
-                DepthUpdate(
-                    symbol,
-                    now,
-                    "bid" if tick.side else "ask",
-                    tick.position,
-                    operation,
-                    None if deleted else clean_price(tick.price),
-                    None if deleted else clean_size(tick.size),
-                    tick.marketMaker or None,
-                    smart,
-                )
-            )
-            emitted += 1
-        if emitted:
-            entry.tick(now, emitted)
-            self._counters[symbol, "depth"].inc(emitted)
+    # -- depth ---------------------------------------------------------------------------
 
-    def _tick_by_tick(self, streams: SymbolStreams, ticker: Ticker, events: list[MarketEvent]) -> None:
-        entry = streams.time_and_sales
-        assert entry is not None
-        if entry.source != "tick_by_tick":
-            return
-        symbol = streams.symbol
-        emitted = 0
-        now = 0
-        for tick in ticker.tickByTicks:
-            if not isinstance(tick, TickByTickAllLast):
-                continue
-            price = clean_price(tick.price)
-            if price is None:
-                continue
-            now = self._clock.now_ns()
-            attrib = tick.tickAttribLast
-            events.append(
-                Trade(
-                    symbol,
-                    now,
-                    to_ns(tick.time),
-                    price,
-                    clean_size(tick.size),
-                    tick.exchange or None,
-                    tick.specialConditions or None,
-                    bool(attrib.pastLimit),
-                    bool(attrib.unreported),
-                    "tick_by_tick",
-                )
+    def market_depth(self, fields: list[str]) -> bool:
+        return self._depth_update(fields[2], fields[3], "", fields[4], fields[5], fields[6], fields[7])
+
+    def market_depth_l2(self, fields: list[str]) -> bool:
+        return self._depth_update(fields[2], fields[3], fields[4], fields[5], fields[6], fields[7], fields[8])
+
+    def _depth_update(
+        self, request_id: str, position: str, maker: str, operation: str, side: str, price: str, size: str
+    ) -> bool:
+        if self._routes_seen != self._registry.routes_version:
+            self._lanes()
+        lane = self._depth.get(request_id)
+        if lane is None:
+            return False
+        tally = lane.depth
+        op = int(operation)
+        if tally is None or not 0 <= op <= 2:
+            return True
+        deleted = op == 2
+        now = self._clock.now_ns()
+        self._events.append(
+            DepthUpdate(
+                lane.symbol,
+                now,
+                DEPTH_SIDES[int(side) != 0],
+                int(position),
+                DEPTH_OPERATIONS[op],
+                None if deleted else clean_price(float(price or 0)),
+                None if deleted else clean_size(float(size or 0)),
+                maker or None,
+                self._registry.smart_depth,
             )
-            emitted += 1
-        if emitted:
-            entry.tick(now, emitted)
-            self._counters[symbol, "trade"].inc(emitted)
+        )
+        self._count(tally, now)
+        return True
+
+    # -- tick-by-tick ----------------------------------------------------------------------
+
+    def tick_by_tick(self, fields: list[str]) -> bool:
+        if self._routes_seen != self._registry.routes_version:
+            self._lanes()
+        lane = self._tick_by_tick.get(fields[1])
+        if lane is None or fields[2] not in TRADE_TICK_BY_TICK:
+            return False
+        tally = lane.trades
+        if tally is None or tally.entry.source != "tick_by_tick":
+            return True  # fell back to RTVolume: the same trades come from there
+        _, _, _, seconds, price_text, size_text, mask_text, exchange, conditions = fields
+        price = clean_price(float(price_text))
+        if price is None:
+            return True  # IB's empty trade (-1, 0)
+        mask = int(mask_text)
+        now = self._clock.now_ns()
+        self._events.append(
+            Trade(
+                lane.symbol,
+                now,
+                int(seconds) * 1_000_000_000,
+                price,
+                clean_size(float(size_text)),
+                exchange or None,
+                conditions or None,
+                bool(mask & 1),
+                bool(mask & 2),
+                "tick_by_tick",
+            )
+        )
+        self._count(tally, now)
+        return True
+
+
+def tap_market_data(ib: IB, normaliser: Normaliser) -> None:
+    """Route ``ib``'s market data messages through ``normaliser`` first; only this instance changes."""
+    decoder = ib.client.decoder
+    table = getattr(decoder, "handlers", None)
+    ours = normaliser.handlers()
+    if not isinstance(table, dict) or not set(ours) <= set(table):
+        raise RuntimeError(
+            "this ib_async has no Decoder.handlers table for messages "
+            f"{sorted(ours)}; ingestion is built for ib_async 2.1 (see constraints.txt)"
+        )
+    for message_id, handler in ours.items():
+        table[message_id] = _ours_first(handler, table[message_id])
+    ib.updateEvent += normaliser.flush
+
+
+def _ours_first(ours: Handler, theirs: Handler) -> Handler:
+    def handle(fields: list[str]) -> None:
+        if not ours(fields):
+            theirs(fields)
+
+    return handle

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -126,14 +127,19 @@ class SubscriptionRegistry:
             for s in settings.universe
         }
         self.smart_depth = settings.limits.smart_depth
+        # Requests live on this connection (to cancel, and to route IB's errors to) ...
         self._by_request: dict[int, tuple[SymbolStreams, str]] = {}
+        # ... and every request of this connection, cancelled ones included: what IB sent before it
+        # saw a cancel is still data (a stop drains it), so its routes stay until the next subscribe.
+        self._routes: dict[int, tuple[SymbolStreams, str]] = {}
+        self._routes_version = 0
         self._export()
 
     # -- after every connect -------------------------------------------------------------
 
     async def subscribe_all(self, ib: IB) -> None:
         """Qualify (once per symbol), plan the scarce lines, request everything, report the outcome."""
-        self._by_request.clear()
+        self._forget_requests()
         ib.reqMarketDataType(MARKET_DATA_TYPES[self._settings.ibkr.market_data_type])
         await self._qualify(ib)
         self._plan()
@@ -212,7 +218,27 @@ class SubscriptionRegistry:
     def _remember(self, ib: IB, ticker: Ticker, kind: str, streams: SymbolStreams) -> None:
         request_id = ib.wrapper.ticker2ReqId[_STREAM_KEY[kind]].get(ticker)
         if request_id:
-            self._by_request[request_id] = (streams, kind)
+            self.record_request(request_id, streams.symbol, kind)
+
+    def record_request(self, request_id: int, symbol: str, kind: str) -> None:
+        """IB's data and errors for ``request_id`` belong to ``symbol``'s ``kind`` stream."""
+        self._by_request[request_id] = self._routes[request_id] = (self.streams[symbol], kind)
+        self._routes_version += 1
+
+    def _forget_requests(self) -> None:
+        self._by_request.clear()
+        self._routes.clear()
+        self._routes_version += 1
+
+    @property
+    def routes(self) -> Mapping[int, tuple[SymbolStreams, str]]:
+        """Our request ids on this connection -> (symbol's streams, "l1" | "l2" | "tick_by_tick")."""
+        return self._routes
+
+    @property
+    def routes_version(self) -> int:
+        """Changes whenever :attr:`routes` does, so a reader can keep a copy of its own."""
+        return self._routes_version
 
     async def _settle(self) -> None:
         # IB acknowledges no stream. A stream is active once data arrives on it, or once it has

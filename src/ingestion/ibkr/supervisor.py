@@ -30,8 +30,7 @@ from ib_async.ib import StartupFetchNONE
 from ingestion.config import IbkrConfig
 from ingestion.ibkr import codes
 from ingestion.ibkr.backoff import ExponentialBackoff
-from ingestion.ibkr.exchange_time import restore_exchange_times
-from ingestion.ibkr.normalise import Normaliser
+from ingestion.ibkr.normalise import Normaliser, tap_market_data
 from ingestion.ibkr.reads import bound_socket_reads
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
@@ -148,7 +147,7 @@ class ConnectionSupervisor:
 
     def _new_client(self) -> IB:
         ib = self._ib_factory()
-        restore_exchange_times(ib)
+        tap_market_data(ib, self._normaliser)
         bound_socket_reads(ib)
         self._ended = asyncio.get_running_loop().create_future()
         self._client_id_in_use = False
@@ -158,7 +157,6 @@ class ConnectionSupervisor:
         ib.client.apiError += self._api_errors.append
         ib.errorEvent += self._on_error
         ib.disconnectedEvent += self._on_disconnected
-        ib.pendingTickersEvent += self._normaliser.on_pending_tickers
         self._ib = ib
         return ib
 
@@ -344,7 +342,7 @@ class ConnectionSupervisor:
     def _teardown(self, ib: IB) -> None:
         ib.client.apiError -= self._api_errors.append
         ib.errorEvent -= self._on_error
-        ib.pendingTickersEvent -= self._normaliser.on_pending_tickers
+        ib.updateEvent -= self._normaliser.flush
         ib.disconnect()
         ib.disconnectedEvent -= self._on_disconnected
         if self._ib is ib:
