@@ -8,10 +8,11 @@ AllLast for SPY, QQQ, IWM. ``pendingTickersEvent`` adds up ``ticks + domTicks + 
 nothing else happens per tick. Prints one JSON line: ticks counted in the window after warm-up,
 the window's length, and the process's CPU seconds in that window.
 
-``--sliced`` gives the client the daemon's one change to ib_async's reading
-(ingestion.ibkr.reads.bound_socket_reads): stock ib_async parses a read in time quadratic in its size,
-so once it lags and its reads grow, it slows further; how far depends on the machine. The stock client
-is the issue's ceiling; the sliced one is the stricter one, what ib_async itself can drain.
+``--sliced`` gives the client the daemon's socket reader (ingestion.ibkr.reads.bound_socket_reads:
+linear in the size of a read, handed on in batches of 8 KiB; it was 8 KiB slices of each read until the
+tenth round): stock ib_async parses a read in time quadratic in its size, so once it lags and its reads
+grow, it slows further; how far depends on the machine. The stock client is the issue's ceiling; the
+sliced one is the stricter one, what ib_async's decoding itself can drain.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--client-id", type=int, default=77)
-    parser.add_argument("--sliced", action="store_true", help="socket reads parsed in 8 KiB slices")
+    parser.add_argument("--sliced", action="store_true", help="the daemon's socket reader")
     args = parser.parse_args()
     result = asyncio.run(measure(args.port, args.seconds, args.warmup, args.client_id, args.sliced))
     print(json.dumps(result), flush=True)

@@ -26,7 +26,7 @@ Workloads:
   unthrottled simulator; messages/s drained are read from the simulator's /stats. The bare client
   runs ``--ceiling-runs`` times (its rate varies a lot between runs on shared cores) and the run
   with the median rate is the ceiling. ``ceiling_sliced`` is the same client with the daemon's
-  sliced socket reads (bare_client.py ``--sliced``): the stricter ceiling, since stock ib_async
+  socket reader (bare_client.py ``--sliced``): the stricter ceiling, since stock ib_async
   slows down as its reads grow. Both are run and both ratios printed. The ratio to the
   ceiling divides our sustained messages/s by the messages/s the bare client drained (and, per CPU
   second, by its messages per CPU second); the naive client is compared in ticks/s, because its
@@ -377,7 +377,7 @@ def run_client(
         }
 
 
-# The bare client as the issue defines it (stock ib_async), and with the daemon's sliced socket reads: stock
+# The bare client as the issue defines it (stock ib_async), and with the daemon's socket reader: stock
 # ib_async parses a read in time quadratic in its size, so its rate depends on how far it lags (147,000-
 # 165,000 msgs/s stock against 320,000 sliced in one hour of one machine, 2026-11-24).
 CEILINGS = {"ceiling": (), "ceiling_sliced": ("--sliced",)}

@@ -1,11 +1,12 @@
-"""What one socket read costs ib_async per message, by read size, whole and sliced (run by hand).
+"""What a socket read costs ib_async per message, by read size: its own parser, the daemon's (run by hand).
 
     .venv/bin/python bench/bench_socket_reads.py
 
 The real ib_async client parses reads of Level 1 price ticks (TWS message 1, 29-byte frames, for one
-subscribed ticker) handed to its connection as asyncio would hand them: whole, or through
-ingestion.ibkr.reads.bound_socket_reads. Prints microseconds per message for each read size.
-ib_async cuts each message off the front of a bytes buffer, so whole reads cost O(n^2).
+subscribed ticker) handed to its connection as asyncio would hand them: to ib_async's own parser, or
+through ingestion.ibkr.reads.bound_socket_reads. Prints microseconds per message for each read size.
+ib_async cuts each message off the front of a bytes buffer, so its reads cost O(n^2); the daemon's reader
+walks the frames by offset.
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ def per_message_us(read_size: int, *, sliced: bool) -> float:
 
 
 def main() -> None:
-    print(f"{'read':>8} {'whole us/msg':>13} {'sliced us/msg':>14}")
+    print(f"{'read':>8} {'ib_async us/msg':>16} {'daemon us/msg':>14}")
     for size in READ_SIZES:
         whole = per_message_us(size, sliced=False)
         sliced = per_message_us(size, sliced=True)
-        print(f"{size:>8} {whole:>13.2f} {sliced:>14.2f}")
+        print(f"{size:>8} {whole:>16.2f} {sliced:>14.2f}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ its connection as asyncio hands them, so what is checked is what ib_async itself
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import pairwise
 
 from ib_async import IB, Stock, Ticker
 
@@ -75,3 +76,37 @@ def test_a_small_read_is_parsed_as_it_came() -> None:
     ib, seen = ready_client(sliced=True)
     ib.client.conn.data_received(price_ticks(10))
     assert seen.batches == [10]
+
+
+def test_messages_split_across_reads_of_any_size_arrive_whole_and_in_order() -> None:
+    """TCP cuts the stream anywhere: a length prefix or a message may span two or more reads."""
+    data = price_ticks(3000)
+    whole, whole_seen = ready_client(sliced=False)
+    whole.client.conn.data_received(data)
+    ib, seen = ready_client(sliced=True)
+    cuts = [0, 1, 3, 4, 5, 29, 30, 31, 100, 8191, 8192, 8193, 20_000, 20_003, 50_000, len(data)]
+    for start, end in pairwise(cuts):
+        ib.client.conn.data_received(data[start:end])
+    assert seen.prices == whole_seen.prices
+    assert (ib.client._numMsgRecv, ib.client._numBytesRecv) == (3000, len(data))
+    assert ib.client._data == b""
+
+
+def test_a_handler_that_disconnects_stops_the_read_as_ib_async_does() -> None:
+    """After a disconnect in mid-read the rest of the read belongs to no connection: it is dropped,
+    and what was read before it is still handed on."""
+    results = []
+    for sliced in (False, True):
+        ib, seen = ready_client(sliced=sliced)
+        original = ib.client.decoder.handlers[1]
+
+        def fifth_disconnects(fields: list[str], ib: IB = ib, original=original) -> None:
+            original(fields)
+            if len(ib.wrapper.reqId2Ticker[TICKER_REQ_ID].ticks) == 5:
+                ib.client.reset()
+
+        ib.client.decoder.handlers[1] = fifth_disconnects
+        ib.client.conn.data_received(price_ticks(50))
+        results.append((seen.prices, ib.client._data))
+    assert results[1] == results[0]
+    assert len(results[1][0]) == 5
