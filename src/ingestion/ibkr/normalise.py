@@ -162,9 +162,7 @@ class Normaliser:
         self._events: list[MarketEvent] = []
         # Lanes by the request id as IB writes it, per message kind; rebuilt when the routes change.
         self._routes_seen = -1
-        self._level1: dict[str, Lane] = {}
-        self._depth: dict[str, Lane] = {}
-        self._tick_by_tick: dict[str, Lane] = {}
+        self._lanes_by_kind: dict[str, dict[str, Lane]] = {}
 
     def handlers(self) -> dict[int, Handler]:
         """Ours, by TWS message id; each returns False for a message that is not ours."""
@@ -210,12 +208,18 @@ class Normaliser:
 
     # -- routing -------------------------------------------------------------------------
 
+    def _lane(self, kind: str, request_id: str) -> Lane | None:
+        """Our ``kind`` request ``request_id`` (as the wire writes it), or None when it is not ours."""
+        if self._routes_seen != self._registry.routes_version:
+            self._lanes()
+        return self._lanes_by_kind[kind].get(request_id)
+
     def _lanes(self) -> None:
         """Mirror the registry's request ids, keyed as they appear on the wire."""
         registry = self._registry
         self._routes_seen = registry.routes_version
-        self._level1, self._depth, self._tick_by_tick = {}, {}, {}
-        by_kind = {"l1": self._level1, "l2": self._depth, "tick_by_tick": self._tick_by_tick}
+        by_kind: dict[str, dict[str, Lane]] = {"l1": {}, "l2": {}, "tick_by_tick": {}}
+        self._lanes_by_kind = by_kind
         for request_id, (streams, kind) in registry.routes.items():
             symbol = streams.symbol
             book = self._books.get(symbol)
@@ -239,9 +243,7 @@ class Normaliser:
     # -- Level 1 -------------------------------------------------------------------------
 
     def tick_price(self, fields: list[str]) -> bool:
-        if self._routes_seen != self._registry.routes_version:
-            self._lanes()
-        lane = self._level1.get(fields[2])
+        lane = self._lane("l1", fields[2])
         if lane is None:
             return False
         field = PRICE_FIELDS.get(int(fields[3]))
@@ -254,9 +256,7 @@ class Normaliser:
         return True
 
     def tick_size(self, fields: list[str]) -> bool:
-        if self._routes_seen != self._registry.routes_version:
-            self._lanes()
-        lane = self._level1.get(fields[2])
+        lane = self._lane("l1", fields[2])
         if lane is None:
             return False
         field = SIZE_FIELDS.get(int(fields[3]))
@@ -290,9 +290,7 @@ class Normaliser:
 
     def tick_string(self, fields: list[str]) -> bool:
         """RTVolume: the trades of symbols whose time and sales come from Level 1."""
-        if self._routes_seen != self._registry.routes_version:
-            self._lanes()
-        lane = self._level1.get(fields[2])
+        lane = self._lane("l1", fields[2])
         if lane is None or int(fields[3]) not in RTVOLUME_TICK_TYPES:
             return False
         tally = lane.trades
@@ -331,9 +329,7 @@ class Normaliser:
     def _depth_update(
         self, request_id: str, position: str, maker: str, operation: str, side: str, price: str, size: str
     ) -> bool:
-        if self._routes_seen != self._registry.routes_version:
-            self._lanes()
-        lane = self._depth.get(request_id)
+        lane = self._lane("l2", request_id)
         if lane is None:
             return False
         tally = lane.depth
@@ -361,9 +357,7 @@ class Normaliser:
     # -- tick-by-tick ----------------------------------------------------------------------
 
     def tick_by_tick(self, fields: list[str]) -> bool:
-        if self._routes_seen != self._registry.routes_version:
-            self._lanes()
-        lane = self._tick_by_tick.get(fields[1])
+        lane = self._lane("tick_by_tick", fields[1])
         if lane is None or fields[2] not in TRADE_TICK_BY_TICK:
             return False
         tally = lane.trades
