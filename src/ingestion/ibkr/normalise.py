@@ -42,7 +42,7 @@ from typing import Any
 from ib_async import IB
 
 from ingestion.events import DepthUpdate, MarketEvent, Quote, ReceiveClock, Trade
-from ingestion.ibkr.subscriptions import Subscription, SubscriptionRegistry, SymbolStreams
+from ingestion.ibkr.subscriptions import Subscription, SubscriptionRegistry
 from ingestion.metrics import Metrics
 
 # IB tick types -> our Level 1 field; live and delayed (66-76) variants.
@@ -133,7 +133,6 @@ class Lane:
     """One IB request as the normaliser sees it: whose events, which book, which tallies."""
 
     symbol: str
-    streams: SymbolStreams
     book: TopOfBook
     quotes: Tally | None
     trades: Tally | None
@@ -227,7 +226,6 @@ class Normaliser:
                 book = self._books[symbol] = TopOfBook()
             by_kind[kind][str(request_id)] = Lane(
                 symbol,
-                streams,
                 book,
                 self._tallies.get((symbol, "l1")),
                 self._tallies.get((symbol, "time_and_sales")),
