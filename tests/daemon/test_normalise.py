@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from ib_async import IB
 
 from ib_wire import L1, WiredClient, all_last, depth_l2, rtvolume, tick_price, tick_size
 from ingestion.events import DepthUpdate, Quote, ReceiveClock, Trade
-from ingestion.ibkr.normalise import clean_price, clean_size
+from ingestion.ibkr.normalise import clean_price, clean_size, tap_market_data
 
 EXCHANGE_SECONDS = 1_795_532_399  # 2026-11-23 14:59:59 UTC
 
@@ -192,3 +193,13 @@ def test_receive_clock_gives_unique_whole_microseconds() -> None:
     readings = iter([5_000_123, 5_000_123, 5_000_999, 4_000_000, 9_000_000])
     clock = ReceiveClock(source=lambda: next(readings))
     assert [clock.now_ns() for _ in range(5)] == [5_000_000, 5_001_000, 5_002_000, 5_003_000, 9_000_000]
+
+
+def test_an_ib_async_without_the_decoder_table_is_refused_with_a_reason() -> None:
+    """The handlers go into ib_async's decoder table; an ib_async without one must not start silently
+    with no market data at all."""
+    wire = WiredClient()
+    ib = IB()
+    del ib.client.decoder.handlers
+    with pytest.raises(RuntimeError, match=r"Decoder\.handlers"):
+        tap_market_data(ib, wire.normaliser)
