@@ -127,11 +127,11 @@ class SubscriptionRegistry:
             for s in settings.universe
         }
         self.smart_depth = settings.limits.smart_depth
-        # Requests live on this connection (to cancel, and to route IB's errors to) ...
-        self._by_request: dict[int, tuple[SymbolStreams, str]] = {}
-        # ... and every request of this connection, cancelled ones included: what IB sent before it
-        # saw a cancel is still data (a stop drains it), so its routes stay until the next subscribe.
+        # Every request of this connection. Cancelled ones stay until the next subscribe: what IB sent
+        # before it saw the cancel is still data (a stop drains it), though no longer ours to cancel
+        # again or to route errors to.
         self._routes: dict[int, tuple[SymbolStreams, str]] = {}
+        self._cancelled = False
         self._routes_version = 0
         self._export()
 
@@ -222,12 +222,12 @@ class SubscriptionRegistry:
 
     def record_request(self, request_id: int, symbol: str, kind: str) -> None:
         """IB's data and errors for ``request_id`` belong to ``symbol``'s ``kind`` stream."""
-        self._by_request[request_id] = self._routes[request_id] = (self.streams[symbol], kind)
+        self._routes[request_id] = (self.streams[symbol], kind)
         self._routes_version += 1
 
     def _forget_requests(self) -> None:
-        self._by_request.clear()
         self._routes.clear()
+        self._cancelled = False
         self._routes_version += 1
 
     @property
@@ -255,8 +255,10 @@ class SubscriptionRegistry:
 
     def cancel_all(self, ib: IB) -> None:
         """Cancel every stream we requested on this connection (clean stop, or before 1101 replay)."""
+        if self._cancelled:
+            return
         limits = self._settings.limits
-        for streams, kind in list(self._by_request.values()):
+        for streams, kind in self._routes.values():
             contract = streams.contract
             if contract is None:
                 continue
@@ -266,13 +268,13 @@ class SubscriptionRegistry:
                 ib.cancelMktDepth(contract, limits.smart_depth)
             else:
                 ib.cancelTickByTickData(contract, TICK_BY_TICK_TYPE)
-        self._by_request.clear()
+        self._cancelled = True
 
     # -- IB error replies ----------------------------------------------------------------
 
     def on_error(self, request_id: int, code: int, text: str) -> bool:
         """Apply an error reply to the stream it names. Returns whether it was ours."""
-        found = self._by_request.get(request_id)
+        found = None if self._cancelled else self._routes.get(request_id)
         if found is None:
             return False
         streams, kind = found
