@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from bench_socket_reads import past_handshake
+from harness import DEPTH_SYMBOLS, ETFS, TBT_SYMBOLS
 from ib_async import IB, Stock
 
 from ingestion.bus import EventBus
@@ -26,37 +28,14 @@ from ingestion.ibkr.normalise import Normaliser, tap_market_data
 from ingestion.ibkr.reads import bound_socket_reads
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.metrics import Metrics
+from ingestion.simulator.protocol import encode
 
-SERVER_VERSION = 178
-SYMBOLS = (
-    "SPY",
-    "QQQ",
-    "IWM",
-    "DIA",
-    "TLT",
-    "IEF",
-    "GLD",
-    "SLV",
-    "USO",
-    "XLF",
-    "XLK",
-    "XLE",
-    "EEM",
-    "EFA",
-    "VNQ",
-)
-DEPTH = SYMBOLS[:3]
-TICK_BY_TICK = SYMBOLS[:3]
+SYMBOLS, DEPTH, TICK_BY_TICK = ETFS, DEPTH_SYMBOLS, TBT_SYMBOLS
 L1_ID, DEPTH_ID, TBT_ID = 1000, 2000, 3000
 READ = 8192
 
 
-def frame(*fields: object) -> bytes:
-    payload = "".join(f"{f}\0" for f in fields).encode()
-    return len(payload).to_bytes(4, "big") + payload
-
-
-def mix_frames(rounds: int) -> bytes:
+def mix_frames(rounds: int) -> list[bytes]:
     """``rounds`` rounds of, per symbol, the messages IB sends for a quote change, a trade and depth."""
     out: list[bytes] = []
     ms = 1_795_000_000_000
@@ -65,24 +44,24 @@ def mix_frames(rounds: int) -> bytes:
             req = L1_ID + i
             cents = 50_000 + (r * 7 + i) % 40
             bid, ask, last = f"{cents / 100:.2f}", f"{(cents + 1) / 100:.2f}", f"{(cents + r % 2) / 100:.2f}"
-            out += [frame(1, 6, req, 1, bid, 300 + r % 5, 0), frame(2, 6, req, 0, 300 + r % 5)]
-            out += [frame(1, 6, req, 2, ask, 200 + r % 3, 0), frame(2, 6, req, 3, 200 + r % 3)]
+            out += [encode((1, 6, req, 1, bid, 300 + r % 5, 0)), encode((2, 6, req, 0, 300 + r % 5))]
+            out += [encode((1, 6, req, 2, ask, 200 + r % 3, 0)), encode((2, 6, req, 3, 200 + r % 3))]
             out += [
-                frame(1, 6, req, 4, last, 100, 0),
-                frame(2, 6, req, 5, 100),
-                frame(2, 6, req, 8, 10_000 + r),
+                encode((1, 6, req, 4, last, 100, 0)),
+                encode((2, 6, req, 5, 100)),
+                encode((2, 6, req, 8, 10_000 + r)),
             ]
             if symbol in TICK_BY_TICK:
-                out.append(frame(99, TBT_ID + i, 2, (ms + r) // 1000, last, 100, 0, "ARCA", ""))
+                out.append(encode((99, TBT_ID + i, 2, (ms + r) // 1000, last, 100, 0, "ARCA", "")))
             else:
-                out.append(frame(46, 6, req, 48, f"{last};100;{ms + r};{10_000 + r};{last};true"))
+                out.append(encode((46, 6, req, 48, f"{last};100;{ms + r};{10_000 + r};{last};true")))
             if symbol in DEPTH:
                 for position in range(4):
                     side, operation = position % 2, 1 if r else 0
                     out.append(
-                        frame(13, 1, DEPTH_ID + i, position, "ARCA", operation, side, bid, 100 + r % 9, 1)
+                        encode((13, 1, DEPTH_ID + i, position, "ARCA", operation, side, bid, 100 + r % 9, 1))
                     )
-    return b"".join(out)
+    return out
 
 
 def wired_client(events: list[MarketEvent]) -> IB:
@@ -107,11 +86,7 @@ def wired_client(events: list[MarketEvent]) -> IB:
             registry.record_request(DEPTH_ID + i, symbol, "l2")
         if symbol in TICK_BY_TICK:
             registry.record_request(TBT_ID + i, symbol, "tick_by_tick")
-    ib = IB()
-    client = ib.client
-    client._serverVersion = SERVER_VERSION
-    client.decoder.serverVersion = SERVER_VERSION
-    client._apiReady = True
+    ib = past_handshake(IB())
     normaliser = Normaliser(registry, events.extend, ReceiveClock(), Metrics())
     tap_market_data(ib, normaliser)
     bound_socket_reads(ib)
@@ -119,12 +94,12 @@ def wired_client(events: list[MarketEvent]) -> IB:
 
 
 def run(seconds: float) -> tuple[float, float]:
-    stream = mix_frames(200)
-    messages = 0
+    frames = mix_frames(200)
+    stream = b"".join(frames)
     reads = [stream[i : i + READ] for i in range(0, len(stream), READ)]
     events: list[MarketEvent] = []
     ib = wired_client(events)
-    per_pass = _count_messages(stream)
+    per_pass = len(frames)
     started = time.process_time()
     passes = 0
     while time.process_time() - started < seconds:
@@ -137,14 +112,6 @@ def run(seconds: float) -> tuple[float, float]:
     elapsed = time.process_time() - started
     messages = passes * per_pass
     return elapsed / messages * 1e6, per_event
-
-
-def _count_messages(stream: bytes) -> int:
-    count = offset = 0
-    while offset < len(stream):
-        offset += 4 + int.from_bytes(stream[offset : offset + 4], "big")
-        count += 1
-    return count
 
 
 def main() -> None:

@@ -16,23 +16,24 @@ import time
 from ib_async import IB, Stock
 
 from ingestion.ibkr.reads import bound_socket_reads
+from ingestion.simulator.protocol import encode
 
 READ_SIZES = (4096, 8192, 16384, 65536, 262144)
 SERVER_VERSION = 178
 
 
-def frame(*fields: object) -> bytes:
-    payload = "".join(f"{f}\0" for f in fields).encode()
-    return len(payload).to_bytes(4, "big") + payload
-
-
-def ready_client(sliced: bool) -> IB:
-    """An IB whose client is past the handshake, with ticker 1 subscribed; nothing on the network."""
-    ib = IB()
+def past_handshake(ib: IB) -> IB:
+    """``ib`` as ib_async leaves it once the API is ready, with no socket behind it."""
     client = ib.client
     client._serverVersion = SERVER_VERSION
     client.decoder.serverVersion = SERVER_VERSION
     client._apiReady = True
+    return ib
+
+
+def ready_client(sliced: bool) -> IB:
+    """An IB whose client is past the handshake, with ticker 1 subscribed; nothing on the network."""
+    ib = past_handshake(IB())
     ib.wrapper.startTicker(1, Stock("SPY", "SMART", "USD", conId=756733), "mktData")
     if sliced:
         bound_socket_reads(ib)
@@ -40,7 +41,7 @@ def ready_client(sliced: bool) -> IB:
 
 
 def per_message_us(read_size: int, *, sliced: bool) -> float:
-    tick = frame(1, 6, 1, 1, "500.25", 100, 0)  # tickPrice: bid 500.25 x 100
+    tick = encode((1, 6, 1, 1, "500.25", 100, 0))  # tickPrice: bid 500.25 x 100
     read = tick * (read_size // len(tick))
     ib = ready_client(sliced)
     messages = read_size // len(tick)

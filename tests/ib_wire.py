@@ -18,16 +18,20 @@ from ingestion.ibkr.normalise import Normaliser, tap_market_data
 from ingestion.ibkr.reads import bound_socket_reads
 from ingestion.ibkr.subscriptions import SubscriptionRegistry, TradeSource
 from ingestion.metrics import Metrics
+from ingestion.simulator.protocol import encode
 
 SERVER_VERSION = 178
 # The request ids the wired client's SPY streams answer on.
 L1, DEPTH, TICK_BY_TICK = 1, 2, 3
 
 
-def frame(*fields: object) -> bytes:
-    """One TWS message: a 4-byte length, then each field followed by a NUL."""
-    payload = "".join(f"{f}\0" for f in fields).encode()
-    return len(payload).to_bytes(4, "big") + payload
+def past_handshake(ib: IB) -> IB:
+    """``ib`` as ib_async leaves it once the API is ready, with no socket behind it."""
+    client = ib.client
+    client._serverVersion = SERVER_VERSION
+    client.decoder.serverVersion = SERVER_VERSION
+    client._apiReady = True
+    return ib
 
 
 class WiredClient:
@@ -50,11 +54,7 @@ class WiredClient:
         self.events: list[MarketEvent] = []
         self.batches = 0
         self.normaliser = Normaliser(self.registry, self._take, ReceiveClock(), self.metrics)
-        self.ib = IB()
-        client = self.ib.client
-        client._serverVersion = SERVER_VERSION
-        client.decoder.serverVersion = SERVER_VERSION
-        client._apiReady = True
+        self.ib = past_handshake(IB())
         tap_market_data(self.ib, self.normaliser)
         bound_socket_reads(self.ib)
 
@@ -65,7 +65,7 @@ class WiredClient:
     def read(self, *messages: Sequence[object]) -> list[MarketEvent]:
         """Hand the client one socket read holding ``messages``; returns the events it gave."""
         before = len(self.events)
-        self.ib.client.conn.data_received(b"".join(frame(*m) for m in messages))
+        self.ib.client.conn.data_received(b"".join(encode(m) for m in messages))
         return self.events[before:]
 
 

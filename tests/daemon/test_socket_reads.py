@@ -11,20 +11,16 @@ from itertools import pairwise
 
 from ib_async import IB, Stock, Ticker
 
+from ib_wire import past_handshake
 from ingestion.ibkr.reads import READ_SLICE, bound_socket_reads
+from ingestion.simulator.protocol import encode
 
-SERVER_VERSION = 178
 TICKER_REQ_ID = 1
-
-
-def frame(*fields: object) -> bytes:
-    payload = "".join(f"{f}\0" for f in fields).encode()
-    return len(payload).to_bytes(4, "big") + payload
 
 
 def price_ticks(count: int) -> bytes:
     """``count`` bid ticks with distinct prices; frames of varying length, so some straddle a slice."""
-    return b"".join(frame(1, 6, TICKER_REQ_ID, 1, f"{100 + i / 1000:g}", 100 + i, 0) for i in range(count))
+    return b"".join(encode((1, 6, TICKER_REQ_ID, 1, f"{100 + i / 1000:g}", 100 + i, 0)) for i in range(count))
 
 
 class Recorder:
@@ -40,10 +36,7 @@ class Recorder:
 
 
 def ready_client(*, sliced: bool) -> tuple[IB, Recorder]:
-    ib = IB()
-    ib.client._serverVersion = SERVER_VERSION
-    ib.client.decoder.serverVersion = SERVER_VERSION
-    ib.client._apiReady = True
+    ib = past_handshake(IB())
     ib.wrapper.startTicker(TICKER_REQ_ID, Stock("SPY", "SMART", "USD", conId=756733), "mktData")
     if sliced:
         assert bound_socket_reads(ib)
@@ -66,7 +59,7 @@ def test_ib_async_parses_no_more_than_a_slice_at_a_time() -> None:
     data = price_ticks(8000)
     ib, seen = ready_client(sliced=True)
     ib.client.conn.data_received(data)
-    smallest_frame = len(frame(1, 6, TICKER_REQ_ID, 1, "100", 100, 0))
+    smallest_frame = len(encode((1, 6, TICKER_REQ_ID, 1, "100", 100, 0)))
     assert len(seen.batches) >= len(data) // READ_SLICE
     assert max(seen.batches) <= READ_SLICE // smallest_frame + 1
     assert sum(seen.batches) == 8000
