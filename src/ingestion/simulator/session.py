@@ -7,7 +7,7 @@ import enum
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from ingestion.simulator import stats
 from ingestion.simulator.contracts import ContractSpec
@@ -113,8 +113,9 @@ class Session(asyncio.Protocol):
     # ----------------------------------------------------------------- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport, as create_server makes; cast, not isinstance: uvloop's TCPTransport is
+        # not a subclass of asyncio.Transport, and the simulator runs on either loop.
+        self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
