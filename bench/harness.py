@@ -187,6 +187,17 @@ def bucket_quantile(cumulative: list[tuple[float, float]], q: float) -> float | 
     return cumulative[-1][0]
 
 
+def share_within(cumulative: list[tuple[float, float]], bound: float) -> float | None:
+    """Percent of the samples at or under ``bound``, which must be one of the bucket bounds; the exact
+    test of a "p99 under ``bound``" target, where a bucket quantile only names the bucket."""
+    if not cumulative or cumulative[-1][1] <= 0:
+        return None
+    at = dict(cumulative)
+    if bound not in at:
+        raise ValueError(f"{bound} is not a bucket bound: {sorted(at)}")
+    return 100 * at[bound] / cumulative[-1][1]
+
+
 def bucket_delta(
     after: list[tuple[float, float]], before: list[tuple[float, float]]
 ) -> list[tuple[float, float]]:
