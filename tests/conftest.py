@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from ports import free_port
 
@@ -102,3 +104,30 @@ def valkey_url(request: pytest.FixtureRequest) -> str:
     if _server_binary() is None:
         pytest.fail(INSTALL_HINT)
     return request.getfixturevalue("valkey_server").url
+
+
+# --- the event loops the tests run on ---------------------------------------------------------------------
+# The daemon runs on uvloop by default (cli.event_loop_factory), so every async test does too. Where the
+# loop's own I/O and timers are what a test is about, it runs on asyncio's loop as well, the daemon's loop
+# with pipeline.event_loop: asyncio (and wherever uvloop is not installed). TEST_EVENT_LOOPS=asyncio,uvloop
+# runs the whole suite on both (about 2 minutes more).
+EVENT_LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "uvloop": uvloop.new_event_loop,
+    "asyncio": asyncio.new_event_loop,
+}
+BOTH_LOOPS = {
+    "test_shutdown.py", "test_subscriptions.py", "test_ib_messages.py",
+    "test_sinks_valkey.py", "test_sinks_valkey_outage.py", "test_sinks_questdb_outage.py",
+    "test_endpoints.py", "test_health_states.py", "test_webhooks.py",
+}  # fmt: skip
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    chosen = os.environ.get("TEST_EVENT_LOOPS")
+    if chosen:
+        return {name: EVENT_LOOPS[name] for name in chosen.split(",")}
+    if item.path.name in BOTH_LOOPS:
+        return EVENT_LOOPS
+    return {"uvloop": EVENT_LOOPS["uvloop"]}

@@ -142,6 +142,7 @@ async def run(daemon: Daemon, stop: asyncio.Event) -> int:
         version=__version__,
         ibkr=f"{daemon.settings.ibkr.host}:{daemon.settings.ibkr.port}",
         symbols=len(daemon.settings.universe),
+        event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         mmap_threshold_pinned=pinned,
     )
     api = daemon.api

@@ -286,6 +286,24 @@ class AlertsConfig(_Section):
 class PipelineConfig(_Section):
     queue_size: Annotated[int, Field(ge=100, le=10_000_000)] = 200_000
     """Events between the IB client and the sinks; when full, events are dropped and alerted."""
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """The daemon's event loop. auto: uvloop where it is installed (not on Windows), else asyncio's."""
+
+    @field_validator("event_loop")
+    @classmethod
+    def _uvloop_installed(cls, value: str) -> str:
+        if value == "uvloop" and not uvloop_installed():
+            msg = "uvloop is not installed (it has no Windows build); use auto or asyncio"
+            raise ValueError(msg)
+        return value
+
+
+def uvloop_installed() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class Settings(_Section):

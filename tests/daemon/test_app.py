@@ -9,15 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ports import free_port
 from questdb_double import QuestDBDouble
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_daemon(questdb: QuestDBDouble, tmp_path: Path, api_port: int) -> subprocess.CompletedProcess[str]:
-    """`ingestion run` against the double, with nothing listening for IBKR or Valkey."""
-    environment = {
+def run_daemon(
+    questdb: QuestDBDouble, tmp_path: Path, api_port: int, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`ingestion run` against the double, with nothing listening for IBKR or Valkey; ``extra`` adds
+    environment variables."""
+    environment = extra | {
         "PATH": os.environ["PATH"],
         "INGESTION_CONFIG": str(REPO / "config" / "config.yaml"),
         "IBKR_HOST": "127.0.0.1",
@@ -57,6 +62,26 @@ def test_api_port_in_use_refuses_to_start_with_exit_1(tmp_path: Path) -> None:
     refusal = the_critical_line(result)
     assert refusal["event"] == "refusing to start: the API port is taken"
     assert str(port) in refusal["problem"]
+
+
+@pytest.mark.parametrize(
+    ("chosen", "running"), [(None, "uvloop"), ("asyncio", "asyncio"), ("uvloop", "uvloop")]
+)
+def test_the_starting_line_names_the_event_loop_chosen(
+    tmp_path: Path, chosen: str | None, running: str
+) -> None:
+    """By default (auto) the daemon runs on uvloop, which is installed with it on Linux;
+    INGESTION__PIPELINE__EVENT_LOOP=asyncio keeps asyncio's own loop. The API port is taken so that
+    the daemon stops right after saying which loop it runs on."""
+    extra = {} if chosen is None else {"INGESTION__PIPELINE__EVENT_LOOP": chosen}
+    with QuestDBDouble() as questdb, socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        result = run_daemon(questdb, tmp_path, taken.getsockname()[1], **extra)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    (starting,) = [line for line in lines if line["event"] == "starting data-ingestion"]
+    assert starting["event_loop"] == running
+    assert result.returncode == 1
 
 
 def test_conflicting_questdb_schema_refuses_to_start_with_exit_1(tmp_path: Path) -> None:

@@ -94,7 +94,7 @@ def simulator_ports() -> Iterator[tuple[int, int]]:
 
 @pytest.mark.slow
 def test_the_service_runs_as_compose_runs_it(simulator_ports, valkey_url: str, tmp_path: Path) -> None:
-    """1. compose's environment with host names mapped to loopback starts the daemon;
+    """1. compose's environment with host names mapped to loopback starts the daemon, on uvloop;
     2. the HEALTHCHECK passes and /health is 200 healthy with 15 symbols subscribed;
     3. every stdout line is one JSON object; the contract's log lines appear;
     4. the user's verification SQL returns rows for all 15 symbols;
@@ -129,6 +129,8 @@ def test_the_service_runs_as_compose_runs_it(simulator_ports, valkey_url: str, t
         )
         logs = LogReader(daemon)
         try:
+            starting = json.loads(logs.wait_for("starting data-ingestion", 20))
+            assert starting["event_loop"] == "uvloop", "the image runs the daemon on uvloop"
             logs.wait_for(f"Connected to IBKR at 127.0.0.1:{gateway_port}", 20)
             logs.wait_for("Subscribed to 15 symbols", 10)
             health = _wait_healthy(api_port)

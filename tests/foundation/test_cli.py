@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from ingestion.cli import event_loop_factory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,3 +103,23 @@ class TestSimulateGateway:
         result = ingestion(*args, env={"LOG_FORMAT": "xml"})
         assert result.returncode == 2
         assert "logging.format" in result.stderr
+
+
+class TestEventLoop:
+    """Which loop `ingestion run` builds for each pipeline.event_loop (the daemon's own choice is
+    checked end to end in tests/daemon/test_app.py)."""
+
+    def test_auto_and_uvloop_build_uvloop_where_it_is_installed(self) -> None:
+        import uvloop
+
+        assert event_loop_factory("auto") is uvloop.new_event_loop
+        assert event_loop_factory("uvloop") is uvloop.new_event_loop
+
+    def test_asyncio_is_the_standard_library_loop(self) -> None:
+        assert event_loop_factory("asyncio") is None  # asyncio.Runner's default
+
+    def test_auto_without_uvloop_falls_back_to_asyncio(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setitem(sys.modules, "uvloop", None)
+        assert event_loop_factory("auto") is None
+        with pytest.raises(ImportError):
+            event_loop_factory("uvloop")

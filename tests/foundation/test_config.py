@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,25 @@ class TestEnvironment:
         env = {"INGESTION__IBKR__PORT": "4001", "INGESTION__IBKR__RECONNECT__MAX_SECONDS": "30"}
         settings = load_settings(write(tmp_path, ""), env)
         assert (settings.ibkr.port, settings.ibkr.reconnect.max_seconds) == (4001, 30.0)
+
+    def test_event_loop_is_auto_unless_set(self, tmp_path: Path) -> None:
+        """auto by default; asyncio or uvloop when asked for, by file or environment."""
+        assert load_settings(write(tmp_path, ""), {}).pipeline.event_loop == "auto"
+        env = {"INGESTION__PIPELINE__EVENT_LOOP": "asyncio"}
+        assert load_settings(write(tmp_path, ""), env).pipeline.event_loop == "asyncio"
+
+    def test_uvloop_asked_for_but_not_installed_is_a_problem(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An explicit uvloop where it cannot be imported (Windows) is refused at load, not at start."""
+        monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+        (line,) = problems_for(write(tmp_path, "pipeline:\n  event_loop: uvloop\n"))
+        assert line.startswith("pipeline.event_loop: 'uvloop' is invalid")
+        assert "uvloop is not installed" in line
+        assert (
+            load_settings(write(tmp_path, "pipeline:\n  event_loop: auto\n"), {}).pipeline.event_loop
+            == "auto"
+        )
 
     def test_nested_override_of_a_list(self, tmp_path: Path) -> None:
         """Lists are written in YAML flow style."""
