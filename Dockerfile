@@ -82,8 +82,9 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/live' % os.environ.get('API_PORT', '8500'), timeout=4)"]
 
 # No init process (tini): `ingestion` is PID 1 on purpose. It installs its own SIGTERM/SIGINT
-# handlers and shuts down in stages (flush QuestDB, close Valkey, exit 0); it starts no child
-# processes, so there are no zombies to reap. Exec form, so no shell sits between Docker's
+# handlers and shuts down in stages (flush QuestDB, close Valkey, exit 0). It waits for its one child
+# process, the ILP writer (sinks/ilp_process.py), also when that child dies and is replaced, so there
+# are no zombies for an init to reap. Exec form, so no shell sits between Docker's
 # SIGTERM and the daemon. Give it time to flush: compose sets stop_grace_period: 30s.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["ingestion"]
