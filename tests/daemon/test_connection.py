@@ -24,6 +24,7 @@ from ingestion.ibkr.supervisor import ConnectionSupervisor, SessionEnded
 from ingestion.memory import tune_collector
 from ingestion.metrics import Metrics
 from ingestion.simulator.config import SimulatorConfig
+from ingestion.simulator.protocol import encode
 from ingestion.simulator.server import running_simulator
 from waiting import seconds_until
 
@@ -325,3 +326,13 @@ async def test_a_port_that_answers_with_something_else_is_not_blamed_on_trusted_
         reason = await first_failure(port)
     assert "answered, but not with a TWS API handshake" in reason
     assert "Trusted IPs" not in reason
+
+
+async def test_a_message_over_the_protocol_maximum_is_named_as_the_reason() -> None:
+    """A valid handshake, then a header announcing 32 MiB (more than any TWS message): the attempt
+    fails at once on the header, and the reason says what came, not that the handshake timed out."""
+    reply = encode((178, "20250102 09:30:00 EST")) + (32 << 20).to_bytes(4, "big") + b"4\0" * 64
+    async with fake_gateway(reply=reply) as port:
+        reason = await first_failure(port)
+    assert "answered, but sent a message of 33,554,432 bytes" in reason
+    assert "maximum of 16,777,215" in reason

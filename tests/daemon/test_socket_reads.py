@@ -11,9 +11,9 @@ from itertools import pairwise
 
 from ib_async import IB, Stock, Ticker
 
-from ib_wire import past_handshake
-from ingestion.ibkr.reads import READ_SLICE, bound_socket_reads
-from ingestion.simulator.protocol import encode
+from ib_wire import SERVER_VERSION, past_handshake
+from ingestion.ibkr.reads import MAX_FRAME, READ_SLICE, bound_socket_reads
+from ingestion.simulator.protocol import encode, error_frame
 
 TICKER_REQ_ID = 1
 
@@ -103,3 +103,94 @@ def test_a_handler_that_disconnects_stops_the_read_as_ib_async_does() -> None:
         results.append((seen.prices, ib.client._data))
     assert results[1] == results[0]
     assert len(results[1][0]) == 5
+
+
+# --- before the API is ready, and messages no gateway sends ---------------------------------------------
+class Wire:
+    """Stands in for the socket under ib_async's Connection: keeps what the client writes."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def write_eof(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def connecting_client() -> tuple[IB, Wire, list[str]]:
+    """A client that has sent its version range and waits for the gateway's answer."""
+    ib, wire, api_errors = IB(), Wire(), []
+    ib.client.conn.transport = wire
+    ib.client.connState = ib.client.CONNECTING
+    ib.client.apiError += api_errors.append
+    assert bound_socket_reads(ib)
+    return ib, wire, api_errors
+
+
+HANDSHAKE = encode((SERVER_VERSION, "20250102 09:30:00 EST"))
+API_READY = encode((9, 1, 1)) + encode((15, 1, "DU123"))  # nextValidId, managedAccounts
+
+
+def test_a_long_message_before_the_api_is_ready_reaches_ib_async_whole_then_ticks_go_the_fast_way() -> None:
+    """A 1 MiB message in 8 KiB reads during the handshake is one message to ib_async (which is handed
+    whole frames, so its copying stays linear); the ticks that follow the ready messages in the same
+    read are parsed by the daemon's reader, and every byte and message is counted once."""
+    ib, wire, _ = connecting_client()
+    ib.wrapper.startTicker(TICKER_REQ_ID, Stock("SPY", "SMART", "USD", conId=756733), "mktData")
+    seen, errors = Recorder(ib), []
+    ib.errorEvent += lambda req_id, code, text, contract: errors.append((code, len(text)))
+    long_notice = error_frame(SERVER_VERSION, -1, 2104, "x" * (1 << 20))
+    data = HANDSHAKE + long_notice + API_READY + price_ticks(100)
+    for start in range(0, len(data), 8192):
+        ib.client.conn.data_received(data[start : start + 8192])
+    assert ib.client.isReady()
+    assert wire.sent, "ib_async answered the handshake (startApi)"
+    assert errors == [(2104, 1 << 20)]
+    assert len(seen.prices) == 100
+    assert (ib.client._numMsgRecv, ib.client._numBytesRecv) == (104, len(data))
+    assert ib.client._data == b""
+
+
+def too_long_header(length: int = MAX_FRAME + 1) -> bytes:
+    return length.to_bytes(4, "big") + b"4\0" * 100
+
+
+def test_a_message_over_the_protocol_maximum_during_the_handshake_ends_the_connection_at_its_header() -> None:
+    """No gateway sends more than 0xFFFFFF bytes in one message: the header alone ends the connection,
+    with a reason that names both sizes, and nothing of it is kept."""
+    ib, wire, api_errors = connecting_client()
+    ib.client.conn.data_received(HANDSHAKE + too_long_header(32 << 20))
+    assert ib.client.connState == ib.client.DISCONNECTED
+    assert wire.closed
+    (reason,) = [error for error in api_errors if "bytes" in error]
+    assert "33,554,432 bytes" in reason
+    assert "16,777,215" in reason
+    assert ib.client._data == b""
+
+
+def test_a_message_over_the_maximum_in_a_stream_ends_the_connection_after_the_ticks_before_it() -> None:
+    """The ticks read before the bad header are handed on; then the connection ends, as above."""
+    ib, seen = ready_client(sliced=True)
+    wire, api_errors = Wire(), []
+    ib.client.conn.transport = wire
+    ib.client.apiError += api_errors.append
+    ib.client.conn.data_received(price_ticks(10) + too_long_header())
+    assert seen.prices == [100 + i / 1000 for i in range(10)]
+    assert not ib.client.isConnected()
+    assert wire.closed
+    assert any("16,777,216 bytes" in error for error in api_errors)
+    assert ib.client._data == b""
+
+
+def test_a_message_of_exactly_the_maximum_is_waited_for() -> None:
+    """The limit is the protocol's own: a header of 0xFFFFFF bytes is legal, and its bytes are awaited."""
+    ib, _ = ready_client(sliced=True)
+    ib.client.conn.data_received(too_long_header(MAX_FRAME))
+    assert ib.client.isReady()
+    assert len(ib.client._data) == 204

@@ -17,6 +17,13 @@ ib_async would (the same decoding of the bytes, the same counters, ``tcpDataArri
 ``updateEvent`` (and with it the normaliser's hand-over) still comes at least every ``limit`` bytes.
 What ib_async does per message beyond that is one ``logger.isEnabledFor(DEBUG)`` test and a debug
 line of every message, which we leave out.
+
+Before the API is ready ib_async still parses, but it is handed one whole frame at a time, so its
+copying costs no more than the frame. And in both phases a frame whose length prefix is over the TWS
+API's maximum (0xFFFFFF bytes, as IB's own client) ends the connection at once, with the reason, the
+way ib_async ends one that refuses our version: no gateway sends one, and waiting for its bytes would
+hold up to 4 GiB. (Handed to ib_async in slices, a 32 MiB one kept the loop busy for seconds: each
+slice copied all that had come so far.)
 """
 
 from __future__ import annotations
@@ -30,9 +37,13 @@ from ingestion.logging import get_logger
 log = get_logger("ibkr")
 
 READ_SLICE = 8192
+# The longest message the TWS API has: ibapi's MAX_MSG_LEN (ibapi/const.py).
+MAX_FRAME = 0xFFFFFF
+# In the reason a too long message gives (ib_async's apiError), for the supervisor to recognise.
+TOO_LONG = "over the TWS API's maximum"
 # What the reader uses of ib_async's Client; without any of it, ib_async parses reads itself.
-_CLIENT_PARTS = ("_onSocketHasData", "_data", "_apiReady", "_numBytesRecv", "_numMsgRecv", "decoder",
-                 "_tcpDataArrived", "_tcpDataProcessed")  # fmt: skip
+_CLIENT_PARTS = ("_onSocketHasData", "_onSocketDisconnected", "_data", "_apiReady", "_numBytesRecv",
+                 "_numMsgRecv", "decoder", "_tcpDataArrived", "_tcpDataProcessed", "connState")  # fmt: skip
 
 
 def bound_socket_reads(ib: IB, limit: int = READ_SLICE) -> bool:
@@ -44,17 +55,42 @@ def bound_socket_reads(ib: IB, limit: int = READ_SLICE) -> bool:
     parse: Callable[[bytes | memoryview], None] = client._onSocketHasData
     interpret = client.decoder.interpret
 
-    def parse_in_slices(data: bytes) -> None:
-        if len(data) <= limit:
-            parse(data)
-            return
-        view = memoryview(data)
-        for start in range(0, len(data), limit):
-            parse(view[start : start + limit])
+    def too_long(length: int) -> None:
+        reason = (
+            f"the gateway sent a message of {length:,} bytes, {TOO_LONG} of {MAX_FRAME:,}: "
+            "a corrupted stream, or not IB Gateway/TWS"
+        )
+        log.error("IBKR message too long; closing the connection", length=length, maximum=MAX_FRAME)
+        client._onSocketDisconnected(reason)  # as ib_async ends a connection that refuses our version
+        client.conn.disconnect()
+
+    def parse_until_ready(data: bytes) -> None:
+        """ib_async's own parser, one whole frame at a time; the rest the fast way once it is ready."""
+        if client._tcpDataArrived:
+            client._tcpDataArrived()  # the time of the last read: whether the port answered at all
+        buffer = client._data + data if client._data else data
+        client._data = b""
+        size, start = len(buffer), 0
+        while size - start >= 4:
+            length = int.from_bytes(buffer[start : start + 4], "big")
+            if length > MAX_FRAME:
+                too_long(length)
+                return
+            end = start + 4 + length
+            if end > size:
+                break  # the rest of this message comes with the next read
+            parse(buffer[start:end])
+            start = end
+            if client.connState == client.DISCONNECTED:
+                return  # ib_async refused the gateway (its version): the rest belongs to no connection
+            if client._apiReady:
+                parse_frames(buffer[start:])
+                return
+        client._data = buffer[start:]
 
     def parse_frames(data: bytes) -> None:
         if not client._apiReady:
-            parse_in_slices(data)
+            parse_until_ready(data)
             return
         buffer = client._data + data if client._data else data
         client._numBytesRecv += len(data)
@@ -64,7 +100,14 @@ def bound_socket_reads(ib: IB, limit: int = READ_SLICE) -> bool:
                 client._tcpDataArrived()
             batch_end, count, more = start + limit, 0, False
             while size - start > 4:
-                end = start + 4 + int.from_bytes(buffer[start : start + 4], "big")
+                length = int.from_bytes(buffer[start : start + 4], "big")
+                if length > MAX_FRAME:
+                    client._numMsgRecv += count
+                    if client._tcpDataProcessed:
+                        client._tcpDataProcessed()  # the messages before it are genuine: handed on
+                    too_long(length)
+                    return
+                end = start + 4 + length
                 if end > size:
                     break  # the rest of this message comes with the next read
                 fields = buffer[start + 4 : end].decode(errors="backslashreplace").split("\0")

@@ -31,7 +31,7 @@ from ingestion.config import IbkrConfig
 from ingestion.ibkr import codes
 from ingestion.ibkr.backoff import ExponentialBackoff
 from ingestion.ibkr.normalise import Normaliser, tap_market_data
-from ingestion.ibkr.reads import bound_socket_reads
+from ingestion.ibkr.reads import TOO_LONG, bound_socket_reads
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.logging import get_logger
@@ -217,6 +217,9 @@ class ConnectionSupervisor:
         refused = next((m for m in self._api_errors if "version" in m), None)
         if refused is not None:
             return f"{where} refused our API version ({refused}): IB Gateway/TWS must be version 972 or newer"
+        too_long = next((m for m in self._api_errors if TOO_LONG in m), None)
+        if too_long is not None:
+            return f"{where} answered, but {too_long.removeprefix('the gateway ')}"
         # ib_async's wrapper.time is the time of the last packet read: something did answer.
         if ib.wrapper.time >= self._attempt_started:
             return (
