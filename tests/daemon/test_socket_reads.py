@@ -137,10 +137,14 @@ HANDSHAKE = encode((SERVER_VERSION, "20250102 09:30:00 EST"))
 API_READY = encode((9, 1, 1)) + encode((15, 1, "DU123"))  # nextValidId, managedAccounts
 
 
-def test_a_long_message_before_the_api_is_ready_reaches_ib_async_whole_then_ticks_go_the_fast_way() -> None:
+async def test_a_long_message_before_the_api_is_ready_reaches_ib_async_whole_and_ticks_go_the_fast_way() -> (
+    None
+):
     """A 1 MiB message in 8 KiB reads during the handshake is one message to ib_async (which is handed
     whole frames, so its copying stays linear); the ticks that follow the ready messages in the same
-    read are parsed by the daemon's reader, and every byte and message is counted once."""
+    read are parsed by the daemon's reader, and every byte and message is counted once. (Async only
+    because ib_async's answer to the handshake asks for the running loop's clock: in a plain test it
+    would make an event loop that nothing closes.)"""
     ib, wire, _ = connecting_client()
     ib.wrapper.startTicker(TICKER_REQ_ID, Stock("SPY", "SMART", "USD", conId=756733), "mktData")
     seen, errors = Recorder(ib), []
@@ -161,9 +165,9 @@ def too_long_header(length: int = MAX_FRAME + 1) -> bytes:
     return length.to_bytes(4, "big") + b"4\0" * 100
 
 
-def test_a_message_over_the_protocol_maximum_during_the_handshake_ends_the_connection_at_its_header() -> None:
+async def test_a_message_over_the_maximum_during_the_handshake_ends_the_connection_at_its_header() -> None:
     """No gateway sends more than 0xFFFFFF bytes in one message: the header alone ends the connection,
-    with a reason that names both sizes, and nothing of it is kept."""
+    with a reason that names both sizes, and nothing of it is kept. (Async as above.)"""
     ib, wire, api_errors = connecting_client()
     ib.client.conn.data_received(HANDSHAKE + too_long_header(32 << 20))
     assert ib.client.connState == ib.client.DISCONNECTED
