@@ -109,8 +109,8 @@ def valkey_url(request: pytest.FixtureRequest) -> str:
 # --- the event loops the tests run on ---------------------------------------------------------------------
 # The daemon runs on uvloop by default (cli.event_loop_factory), so every async test does too. Where the
 # loop's own I/O and timers are what a test is about, it runs on asyncio's loop as well, the daemon's loop
-# with pipeline.event_loop: asyncio (and wherever uvloop is not installed). TEST_EVENT_LOOPS=asyncio,uvloop
-# runs the whole suite on both (about 2 minutes more).
+# with pipeline.event_loop: asyncio (and wherever uvloop is not installed). TEST_EVENT_LOOPS picks the loops
+# for the whole suite: asyncio (526 passed in 363 s, 2026-11-25), or asyncio,uvloop for both.
 EVENT_LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "uvloop": uvloop.new_event_loop,
     "asyncio": asyncio.new_event_loop,

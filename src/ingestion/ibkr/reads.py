@@ -8,22 +8,21 @@ price tick in 8 KiB reads, 6.6 us in 256 KiB reads. So the daemon fell off a cli
 down: once it lagged, its reads grew, each message cost more, and it lagged further (45,000 msgs/s
 kept up, 50,000 collapsed to 17,000 events/s on a 2-core EPYC).
 
-:func:`bound_socket_reads` gives the one ``IB`` instance's connection a reader of its own. Until the
-API is ready (the handshake, and ib_async's watch for the first ids and accounts) it hands ib_async
-the bytes in slices of at most ``limit``. From then on it walks the frames by offset, without
-copying what follows each one, and hands each message's fields to ib_async's decoder exactly as
-ib_async would (the same decoding of the bytes, the same counters, ``tcpDataArrived`` and
-``tcpDataProcessed`` around each batch). A batch ends after ``limit`` bytes of whole messages, so
-``updateEvent`` (and with it the normaliser's hand-over) still comes at least every ``limit`` bytes.
-What ib_async does per message beyond that is one ``logger.isEnabledFor(DEBUG)`` test and a debug
-line of every message, which we leave out.
+:func:`bound_socket_reads` gives the one ``IB`` instance's connection a reader of its own. Until the API
+is ready (the handshake, and ib_async's watch for the first ids and accounts) it hands ib_async's own
+parser one whole frame at a time, so its copying costs no more than the frame. From then on it walks the
+frames by offset, without copying what follows each one, and hands each message's fields to ib_async's
+decoder exactly as ib_async would (the same decoding of the bytes, the same counters, ``tcpDataArrived``
+and ``tcpDataProcessed`` around each batch). A batch ends after ``limit`` bytes of whole messages, so
+``updateEvent`` (and with it the normaliser's hand-over) still comes at least every ``limit`` bytes. What
+ib_async does per message beyond that is one ``logger.isEnabledFor(DEBUG)`` test and a debug line of every
+message, which we leave out.
 
-Before the API is ready ib_async still parses, but it is handed one whole frame at a time, so its
-copying costs no more than the frame. And in both phases a frame whose length prefix is over the TWS
-API's maximum (0xFFFFFF bytes, as IB's own client) ends the connection at once, with the reason, the
-way ib_async ends one that refuses our version: no gateway sends one, and waiting for its bytes would
-hold up to 4 GiB. (Handed to ib_async in slices, a 32 MiB one kept the loop busy for seconds: each
-slice copied all that had come so far.)
+In both phases a frame whose length prefix is over the TWS API's maximum (0xFFFFFF bytes, as IB's own
+client) ends the connection at once, with the reason, the way ib_async ends one that refuses our version:
+no gateway sends one, and waiting for its bytes would hold up to 4 GiB. (When the reader still handed
+ib_async 8 KiB slices before the API was ready, a 32 MiB one kept the loop busy for seconds: each slice
+copied all that had come so far.)
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ def bound_socket_reads(ib: IB, limit: int = READ_SLICE) -> bool:
     if not all(hasattr(client, part) for part in _CLIENT_PARTS):
         log.warning("ib_async's Client is not the one this reader knows; socket reads are parsed whole")
         return False
-    parse: Callable[[bytes | memoryview], None] = client._onSocketHasData
+    parse: Callable[[bytes], None] = client._onSocketHasData
     interpret = client.decoder.interpret
 
     def too_long(length: int) -> None:
