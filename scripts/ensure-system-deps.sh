@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Makes sure the binaries the tests start for real are present:
 #  - a Valkey-protocol server (valkey-server or redis-server), started per test session;
-#  - Chromium, for the status-page browser test.
-# Installs Debian's packages when missing and running as root; otherwise says how.
+#  - Chromium, for the status-page browser test;
+#  - podman and debootstrap, for the image test (`make image-test`: the Dockerfile built and run).
+# Installs Debian's packages when missing and running as root; otherwise says how. The image
+# builder is optional off CI: without it `make test` says the image test did not run.
 set -euo pipefail
 
 missing=()
@@ -12,15 +14,26 @@ fi
 if ! command -v chromium >/dev/null 2>&1; then
   missing+=(chromium)
 fi
-[ ${#missing[@]} -eq 0 ] && exit 0
+image_builder=()
+for tool in podman debootstrap; do
+  command -v "$tool" >/dev/null 2>&1 || image_builder+=("$tool")
+done
+[ ${#missing[@]} -eq 0 ] && [ ${#image_builder[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing Debian packages: ${missing[*]}"
+  echo "installing Debian packages: ${missing[*]} ${image_builder[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" "${image_builder[@]}" >/dev/null
   exit 0
 fi
+
+if [ ${#image_builder[@]} -gt 0 ]; then
+  cat >&2 <<MSG
+The image test needs ${image_builder[*]} (and root): Debian/Ubuntu: sudo apt-get install podman debootstrap
+MSG
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
 
 cat >&2 <<MSG
 The tests need these programs, which are missing: ${missing[*]}
