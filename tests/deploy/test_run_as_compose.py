@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -75,21 +76,47 @@ def image_command() -> list[str]:
     return [*entrypoint, *command]
 
 
-@pytest.fixture
-def simulator_ports() -> Iterator[tuple[int, int]]:
-    """The sim profile's simulator, its command as in compose but bound to loopback on free ports."""
+def compose_environment(
+    gateway_port: int, questdb_port: int, valkey_url: str, api_port: int, **paths: str
+) -> dict[str, str]:
+    """compose's environment for the daemon, its service host names mapped to loopback ports (and
+    ``paths``, such as SPOOL_DIR, to where the daemon runs)."""
+    environment = service_environment(compose_service("data-ingestion"))
+    loopback = {
+        "IBKR_HOST": "127.0.0.1",
+        "IBKR_PORT": str(gateway_port),
+        "QUESTDB_HOST": "127.0.0.1",
+        "QUESTDB_HTTP_PORT": str(questdb_port),
+        "VALKEY_URL": valkey_url,
+        "API_PORT": str(api_port),
+        **paths,
+    }
+    assert set(loopback) <= set(environment), "only what compose sets is remapped"
+    return environment | loopback
+
+
+@contextmanager
+def compose_simulator(*extra_args: str) -> Iterator[tuple[int, int]]:
+    """The sim profile's simulator, its command as in compose but bound to loopback on free ports:
+    (TWS API port, control port)."""
     command = compose_service("ib-gateway-sim")["command"]
     port, control = free_port(), free_port()
     replaced = {"--host": "127.0.0.1", "--port": str(port), "--control-port": str(control)}
     args = [replaced.get(command[i - 1], word) if i else word for i, word in enumerate(command)]
     process = subprocess.Popen(
-        [str(BIN / "ingestion"), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [str(BIN / "ingestion"), *args, *extra_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         yield port, control
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture
+def simulator_ports() -> Iterator[tuple[int, int]]:
+    with compose_simulator() as ports:
+        yield ports
 
 
 @pytest.mark.slow
@@ -103,19 +130,14 @@ def test_the_service_runs_as_compose_runs_it(simulator_ports, valkey_url: str, t
     gateway_port, control_port = simulator_ports
     api_port = free_port()
     with QuestDBDouble() as questdb:
-        environment = service_environment(compose_service("data-ingestion"))
-        loopback = {
-            "IBKR_HOST": "127.0.0.1",
-            "IBKR_PORT": str(gateway_port),
-            "QUESTDB_HOST": "127.0.0.1",
-            "QUESTDB_HTTP_PORT": str(questdb.port),
-            "VALKEY_URL": valkey_url,
-            "API_PORT": str(api_port),
-            "SPOOL_DIR": str(tmp_path / "spool"),
-            "INGESTION_CONFIG": str(REPO / "config" / "config.yaml"),
-        }
-        assert set(loopback) <= set(environment), "only what compose sets is remapped"
-        environment |= loopback
+        environment = compose_environment(
+            gateway_port,
+            questdb.port,
+            valkey_url,
+            api_port,
+            SPOOL_DIR=str(tmp_path / "spool"),
+            INGESTION_CONFIG=str(REPO / "config" / "config.yaml"),
+        )
         base = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
         command = image_command()
         assert command == ["ingestion", "run"]

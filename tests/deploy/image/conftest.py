@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from podman_image import IMAGE_TAG, Build, base_image, build, builder_available
-from test_run_as_compose import compose_service
+from test_run_as_compose import compose_simulator
 
-from ports import free_port
-
-BIN = Path(sys.executable).parent
 # Gentler than the simulator's default 2,000 messages/s: the daemon, the simulator and the test share
 # two CPUs with whatever else runs, and the checks count rows, not throughput.
 SIMULATOR_RATE = "500"
@@ -36,18 +30,6 @@ def image(base: str) -> Build:
 
 @pytest.fixture
 def simulator() -> Iterator[tuple[int, int]]:
-    """The sim profile's `simulate-gateway` (compose's command) on free loopback ports: (API, control)."""
-    command = compose_service("ib-gateway-sim")["command"]
-    port, control = free_port(), free_port()
-    replaced = {"--host": "127.0.0.1", "--port": str(port), "--control-port": str(control)}
-    args = [replaced.get(command[i - 1], word) if i else word for i, word in enumerate(command)]
-    process = subprocess.Popen(
-        [str(BIN / "ingestion"), *args, "--rate", SIMULATOR_RATE],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield port, control
-    finally:
-        process.terminate()
-        process.wait(10)
+    """The sim profile's `simulate-gateway` on free loopback ports: (TWS API port, control port)."""
+    with compose_simulator("--rate", SIMULATOR_RATE) as ports:
+        yield ports

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[3]
 BASE_SCRIPT = REPO / "scripts" / "image-base.sh"
 IMAGE_TAG = "localhost/market-data-ingestion:image-test"
 BUILD_TIMEOUT_SECONDS = 1200
+STALE_LAYERS_HOURS = 168
 
 # Mounts what a container's processes expect (/proc; /dev with /dev/shm, which the ILP writer's
 # multiprocessing needs), then becomes the image's user inside its filesystem. $1 is the root.
@@ -77,7 +78,19 @@ def build(tag: str, base: str, context: Path = REPO, dockerfile: Path | None = N
         tail = "\n".join(completed.stdout.splitlines()[-25:])
         msg = f"podman build of {context} failed with exit {completed.returncode}:\n{tail}"
         raise BuildFailed(msg)
+    _prune_stale_layers()
     return Build(tag, time.monotonic() - started, completed.stdout)
+
+
+def _prune_stale_layers() -> None:
+    """Drop untagged images a week old: every change under src/ leaves one more chain of them. Layers
+    still in use as the build cache go too once they are that old (a plain prune would take the builder
+    stage's cache at once), which costs one cold build a week."""
+    subprocess.run(
+        ["podman", "image", "prune", "--force", "--filter", f"until={STALE_LAYERS_HOURS}h"],
+        capture_output=True,
+        check=False,
+    )
 
 
 def remove_image(tag: str) -> None:

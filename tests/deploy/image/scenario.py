@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from deploy_files import service_environment
 from podman_image import Container
-from test_run_as_compose import LogReader, compose_service
+from test_run_as_compose import LogReader, compose_environment
 
 from ingestion.config import SpoolConfig
 from ingestion.sinks.rows import from_wire
@@ -48,23 +47,6 @@ class Outcome:
     spooled: int
     spool_files: int
     stopped_in: float
-
-
-def compose_environment(
-    gateway_port: int, questdb_port: int, valkey_url: str, api_port: int
-) -> dict[str, str]:
-    """compose's environment for the daemon, its service host names mapped to loopback ports."""
-    environment = service_environment(compose_service("data-ingestion"))
-    loopback = {
-        "IBKR_HOST": "127.0.0.1",
-        "IBKR_PORT": str(gateway_port),
-        "QUESTDB_HOST": "127.0.0.1",
-        "QUESTDB_HTTP_PORT": str(questdb_port),
-        "VALKEY_URL": valkey_url,
-        "API_PORT": str(api_port),
-    }
-    assert set(loopback) <= set(environment), "only what compose sets is remapped"
-    return environment | loopback
 
 
 def run_scenario(container: Container, gateway_port: int, control_port: int, valkey_url: str) -> Outcome:
