@@ -5,8 +5,9 @@ a stand-in for the official python image, made from Debian's packages by scripts
 container registry is reachable here). ``--format docker`` because Docker's image format is the one that
 keeps HEALTHCHECK (the OCI format drops it).
 
-Running: ``podman run`` cannot start a container on these machines (crun: "cgroups in hybrid mode not
-supported"; with cgroups disabled, or with runc, setting RLIMIT_NPROC/NOFILE is refused). So a container is
+Running: ``podman run`` cannot start a container on these machines (crun: "setrlimit `RLIMIT_NOFILE`:
+Operation not permitted", and RLIMIT_NPROC even when asked for the current limits with ``--ulimit``;
+"cgroups in hybrid mode not supported" where cgroups are on). So a container is
 created and its filesystem mounted (``podman create`` + ``podman mount``: the image's layers under a
 writable layer, as a container gets them), and a command runs in it under ``chroot`` with the image's own
 User, Env, WorkingDir and Entrypoint as ``podman image inspect`` reports them, in a private mount namespace
