@@ -31,7 +31,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[3]
 BASE_SCRIPT = REPO / "scripts" / "image-base.sh"
 IMAGE_TAG = "localhost/market-data-ingestion:image-test"
-BUILD_TIMEOUT_SECONDS = 1200
+# A cold start makes the base (about a minute) and builds both stages (about a minute) on 2 shared cores.
+BUILD_TIMEOUT_SECONDS = 600
 STALE_LAYERS_HOURS = 168
 
 # Mounts what a container's processes expect (/proc; /dev with /dev/shm, which the ILP writer's
