@@ -2,6 +2,8 @@
 # Makes sure the binaries the tests start for real are present:
 #  - a Valkey-protocol server (valkey-server or redis-server), started per test session;
 #  - Chromium, for the status-page browser test;
+#  - docker-compose (Docker's Compose v1, from Debian), which validates docker-compose.yml against the
+#    compose-spec schema (it needs no Docker engine for that);
 #  - podman and debootstrap, for the image test (`make image-test`: the Dockerfile built and run).
 # Installs Debian's packages when missing and running as root; otherwise says how. The image
 # builder is optional off CI: without it `make test` says the image test did not run.
@@ -13,6 +15,9 @@ if ! command -v valkey-server >/dev/null 2>&1 && ! command -v redis-server >/dev
 fi
 if ! command -v chromium >/dev/null 2>&1; then
   missing+=(chromium)
+fi
+if ! command -v docker-compose >/dev/null 2>&1; then
+  missing+=(docker-compose)
 fi
 image_builder=()
 for tool in podman debootstrap; do
@@ -38,8 +43,8 @@ fi
 cat >&2 <<MSG
 The tests need these programs, which are missing: ${missing[*]}
 Install them with your package manager, for example:
-  Debian/Ubuntu:  sudo apt-get install redis-server chromium
-  macOS:          brew install valkey && brew install --cask chromium
+  Debian/Ubuntu:  sudo apt-get install redis-server chromium docker-compose
+  macOS:          brew install valkey docker-compose && brew install --cask chromium
 Or point INGESTION_TEST_VALKEY_URL at a running Valkey/Redis server.
 MSG
 exit 1

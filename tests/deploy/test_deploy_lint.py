@@ -1,10 +1,12 @@
 """The deployment files through the tools of the field: hadolint on the Dockerfile (its rules, as
-.hadolint.yaml configures them) and a real Compose implementation (podman-compose) on
-docker-compose.yml, which parses, interpolates and resolves it as `docker compose config` does.
-Each tool is also shown failing on a broken copy, so a pass means something."""
+.hadolint.yaml configures them), and two Compose implementations on docker-compose.yml: podman-compose,
+which parses, interpolates and resolves it per profile, and Docker's own `docker-compose config`, which
+validates it against the compose-spec JSON schema. Each tool is also shown failing on a broken copy,
+so a pass means something."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +34,22 @@ def compose_config(compose_file: Path, *profiles: str) -> subprocess.CompletedPr
     options = [word for profile in profiles for word in ("--profile", profile)]
     return subprocess.run(
         [str(BIN / "podman-compose"), "--dry-run", "--file", str(compose_file), *options, "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=compose_file.parent,
+    )
+
+
+def docker_compose_config(compose_file: Path) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail(
+            "docker-compose is missing: scripts/ensure-system-deps.sh installs Debian's docker-compose"
+        )
+    return subprocess.run(
+        [binary, "--file", str(compose_file), "config", "--quiet"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -99,3 +117,27 @@ class TestComposeImplementation:
         result = compose_config(broken)
         assert result.returncode != 0
         assert "service_healty" in result.stderr
+
+
+class TestComposeSchema:
+    """`docker-compose config` validates the whole file, every profile's services included, against the
+    compose-spec JSON schema (Debian's docker-compose 1.29.2 ships it as compose/config/compose_spec.json;
+    Compose v2 checks the same way): an unknown key or an undefined service fails it."""
+
+    def test_docker_compose_finds_the_file_valid(self) -> None:
+        result = docker_compose_config(COMPOSE_FILE)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_it_fails_a_misspelled_key(self, tmp_path: Path) -> None:
+        broken = broken_copy(COMPOSE_FILE, tmp_path, "stop_grace_period: 30s", "stop_grace_perod: 30s")
+        result = docker_compose_config(broken)
+        assert result.returncode != 0
+        assert "stop_grace_perod" in result.stdout + result.stderr
+
+    def test_it_fails_a_dependency_on_an_undefined_service(self, tmp_path: Path) -> None:
+        broken = broken_copy(
+            COMPOSE_FILE, tmp_path, "      valkey:\n        condition", "      valky:\n        condition"
+        )
+        result = docker_compose_config(broken)
+        assert result.returncode != 0
+        assert "valky" in result.stdout + result.stderr
