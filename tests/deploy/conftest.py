@@ -1,6 +1,7 @@
 """tests/deploy/image builds the Dockerfile with podman and runs the image: `make image-test` runs it
 after the rest of the suite (`make test` calls it), with INGESTION_IMAGE_TEST=1; a plain `pytest`
-leaves it out, so that the suite's own run does not build the image a second time."""
+leaves it out, so that the suite's own run does not build the image a second time (naming the folder,
+`pytest tests/deploy/image`, runs it too)."""
 
 from __future__ import annotations
 

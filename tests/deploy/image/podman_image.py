@@ -95,10 +95,6 @@ def _prune_stale_layers() -> None:
     )
 
 
-def remove_image(tag: str) -> None:
-    subprocess.run(["podman", "rmi", "--force", tag], capture_output=True, check=False)
-
-
 def image_size_bytes(tag: str) -> int:
     return int(_podman("image", "inspect", "--format", "{{.Size}}", tag).strip())
 
