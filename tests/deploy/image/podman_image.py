@@ -11,7 +11,8 @@ Operation not permitted", and RLIMIT_NPROC even when asked for the current limit
 created and its filesystem mounted (``podman create`` + ``podman mount``: the image's layers under a
 writable layer, as a container gets them), and a command runs in it under ``chroot`` with the image's own
 User, Env, WorkingDir and Entrypoint as ``podman image inspect`` reports them, in a private mount namespace
-that has /proc and /dev. The network namespace is the host's, so loopback reaches the simulator, Valkey and
+that has /proc, /dev and the volumes compose would mount (a named volume made as Docker makes it, from the
+image's directory). The network namespace is the host's, so loopback reaches the simulator, Valkey and
 the QuestDB double that the test starts. Docker's own runtime (cgroups, capabilities, restart policy) is
 not exercised: README.md, "What the image test proves".
 """
@@ -19,7 +20,10 @@ not exercised: README.md, "What the image test proves".
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,10 +38,6 @@ IMAGE_TAG = "localhost/market-data-ingestion:image-test"
 # A cold start makes the base (about a minute) and builds both stages (about a minute) on 2 shared cores.
 BUILD_TIMEOUT_SECONDS = 600
 STALE_LAYERS_HOURS = 168
-
-# Mounts what a container's processes expect (/proc; /dev with /dev/shm, which the ILP writer's
-# multiprocessing needs), then becomes the image's user inside its filesystem. $1 is the root.
-_ENTER = 'mount -t proc proc "$1/proc" && mount --rbind /dev "$1/dev" && shift && exec chroot "$@"'
 
 
 class BuildFailed(AssertionError):
@@ -144,6 +144,15 @@ def inspect(tag: str) -> ImageConfig:
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A host directory mounted at ``target`` in the container, as compose's ``volumes`` entries are."""
+
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class Container:
     """A container's mounted filesystem; ``command`` runs something in it as the image would."""
 
@@ -154,24 +163,58 @@ class Container:
         """The host path of ``inside`` (an absolute path in the container)."""
         return self.root / inside.lstrip("/")
 
-    def command(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    def command(
+        self, argv: Sequence[str], env: Mapping[str, str] | None = None, mounts: Sequence[Mount] = ()
+    ) -> list[str]:
         """The host command that runs ``argv`` in the container: the image's user, its Env (``env``
-        added over it, as ``docker run -e`` and compose's ``environment`` do) and its WorkingDir. The
-        process it starts execs down to ``argv`` itself, so a signal sent to it reaches ``argv``."""
+        added over it, as ``docker run -e`` and compose's ``environment`` do), its WorkingDir, and
+        ``mounts`` over its filesystem. The process it starts execs down to ``argv`` itself, so a signal
+        sent to it reaches ``argv``; the mounts live in its own mount namespace and end with it."""
         environment = {**self.config.env, **(env or {})}
         return [
-            "unshare", "--mount", "--propagation", "private", "sh", "-c", _ENTER, "sh", str(self.root),
+            "unshare", "--mount", "--propagation", "private", "sh", "-c", self._enter(mounts), "sh",
             f"--userspec={self.config.user}", str(self.root),
             "/usr/bin/env", "-i", f"--chdir={self.config.working_dir}",
             *(f"{name}={value}" for name, value in environment.items()),
             *argv,
         ]  # fmt: skip
 
+    def _enter(self, mounts: Sequence[Mount]) -> str:
+        """/proc, and /dev with /dev/shm (the ILP writer's multiprocessing needs it), then the mounts,
+        then chroot to the arguments."""
+        steps = [
+            f"mount -t proc proc {shlex.quote(str(self.path('/proc')))}",
+            f"mount --rbind /dev {shlex.quote(str(self.path('/dev')))}",
+        ]
+        for mount in mounts:
+            target = shlex.quote(str(self.path(mount.target)))
+            steps += [f"mkdir -p {target}", f"mount --bind {shlex.quote(str(mount.source))} {target}"]
+            if mount.read_only:
+                steps.append(f"mount -o remount,bind,ro {target}")
+        return " && ".join([*steps, 'exec chroot "$@"'])
+
+    def named_volume(self, target: str, host_dir: Path) -> Mount:
+        """A new named volume at ``target``, as Docker makes it on first use: it takes the content,
+        owner and mode of the image's directory there (an empty root-owned one if there is none)."""
+        image_dir = self.path(target)
+        if image_dir.is_dir():
+            shutil.copytree(image_dir, host_dir, symlinks=True)
+            status = image_dir.stat()
+            os.chown(host_dir, status.st_uid, status.st_gid)
+            os.chmod(host_dir, stat.S_IMODE(status.st_mode))
+        else:
+            host_dir.mkdir(parents=True)
+        return Mount(host_dir, target)
+
     def run(
-        self, argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 60
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        mounts: Sequence[Mount] = (),
+        timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.command(argv, env),
+            self.command(argv, env, mounts),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -179,9 +222,11 @@ class Container:
             check=False,
         )
 
-    def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    def start(
+        self, argv: Sequence[str], env: Mapping[str, str] | None = None, mounts: Sequence[Mount] = ()
+    ) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            self.command(argv, env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            self.command(argv, env, mounts), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
 
 

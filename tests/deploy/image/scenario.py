@@ -2,8 +2,9 @@
 thing it does not do (so a test of the checker can expect it to fail on a broken image).
 
 The daemon runs from the container's filesystem as the image's user, with the image's Env under compose's
-``environment`` for the data-ingestion service (host names mapped to loopback), against the simulator, a
-real Valkey and the QuestDB double:
+``environment`` for the data-ingestion service (host names mapped to loopback) and compose's ``volumes``
+(a new spool volume, the repository's config/ read-only), against the simulator, a real Valkey and the
+QuestDB double:
 
 1. it becomes healthy with every symbol and every subscription of the shipped config;
 2. the image's HEALTHCHECK, run as written in the image, in the container, succeeds;
@@ -24,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from podman_image import Container
-from test_run_as_compose import LogReader, compose_environment
+from podman_image import REPO, Container, Mount
+from test_run_as_compose import LogReader, compose_environment, compose_service
 
 from ingestion.config import DEFAULT_UNIVERSE, SpoolConfig
 from ingestion.sinks.rows import from_wire
@@ -49,13 +50,29 @@ class Outcome:
     stopped_in: float
 
 
-def run_scenario(container: Container, gateway_port: int, control_port: int, valkey_url: str) -> Outcome:
+def compose_mounts(container: Container, volumes_dir: Path) -> list[Mount]:
+    """compose's ``volumes`` for the daemon: each named volume new (so it takes the image's directory,
+    as Docker does on first use), each bind mount from the repository, read-only where compose says."""
+    mounts = []
+    for entry in compose_service("data-ingestion")["volumes"]:
+        source, target, *options = entry.split(":")
+        if source.startswith((".", "/")):
+            mounts.append(Mount(REPO / source, target, read_only="ro" in options))
+        else:
+            mounts.append(container.named_volume(target, volumes_dir / source))
+    return mounts
+
+
+def run_scenario(
+    container: Container, gateway_port: int, control_port: int, valkey_url: str, volumes_dir: Path
+) -> Outcome:
     config = container.config
     api_port = free_port()
     with QuestDBDouble() as questdb:
         environment = compose_environment(gateway_port, questdb.port, valkey_url, api_port)
-        spool_dir = container.path(environment["SPOOL_DIR"])
-        daemon = container.start([*config.entrypoint, *config.cmd], environment)
+        mounts = compose_mounts(container, volumes_dir)
+        (spool_dir,) = [mount.source for mount in mounts if mount.target == environment["SPOOL_DIR"]]
+        daemon = container.start([*config.entrypoint, *config.cmd], environment, mounts)
         logs = LogReader(daemon)
         try:
             _wait(

@@ -71,10 +71,10 @@ def test_a_healthcheck_on_the_wrong_port_fails_the_healthcheck_check(
 def test_a_spool_owned_by_root_fails_the_run(
     base: str, tmp_path: Path, variant_tag: str, simulator: tuple[int, int], valkey_url: str
 ) -> None:
-    """Without the chown, the spool volume belongs to root and the daemon (uid 10001) cannot spill."""
+    """Without the chown, a new spool volume belongs to root and the daemon (uid 10001) cannot spill."""
     chown = ' \\\n    && chown -R "${APP_UID}:${APP_GID}" /var/lib/ingestion\n'
     build(variant_tag, base, context_with(tmp_path, chown, "\n"))
     gateway_port, control_port = simulator
     with container(variant_tag) as broken, pytest.raises(AssertionError) as failure:
-        run_scenario(broken, gateway_port, control_port, valkey_url)
+        run_scenario(broken, gateway_port, control_port, valkey_url, tmp_path / "volumes")
     assert "Permission denied: '/var/lib/ingestion/spool/" in str(failure.value), failure.value

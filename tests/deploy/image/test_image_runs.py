@@ -4,6 +4,7 @@ and scenario.py for what is checked while it runs)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from podman_image import Build, Container, container, image_size_bytes
@@ -55,12 +56,12 @@ def test_check_config_exits_0_with_the_image_defaults(built: Container) -> None:
 
 
 def test_the_daemon_from_the_image_is_healthy_spills_as_its_user_and_stops_losing_nothing(
-    built: Container, simulator: tuple[int, int], valkey_url: str, image: Build
+    built: Container, simulator: tuple[int, int], valkey_url: str, image: Build, tmp_path: Path
 ) -> None:
     """scenario.py: healthy with 33 subscriptions, HEALTHCHECK passes, rows spill to the spool volume
     owned by uid 10001 while QuestDB refuses, SIGTERM exits 0 within 10 s, rows in + spooled == received."""
     gateway_port, control_port = simulator
-    outcome = run_scenario(built, gateway_port, control_port, valkey_url)
+    outcome = run_scenario(built, gateway_port, control_port, valkey_url, tmp_path)
     assert outcome.spooled > 0
     assert outcome.written > 0
     print(  # figures for README.md, shown with `pytest -s`
