@@ -37,3 +37,9 @@ NOT_ENTITLED = frozenset({354, 10089, 10092, 10168})
 # 10167: not subscribed, delayed data shown instead (a warning: data flows, but late).
 DELAYED_INSTEAD = frozenset({10167})
 DEPTH_RESET = frozenset({317})
+
+
+def offers_delayed(code: int, text: str) -> bool:
+    """A refusal of live data that says delayed data is there for the asking: IB's 354 or 10089
+    "...Delayed market data is available." answers a live request of a delayed-only account."""
+    return code in NOT_ENTITLED and "delayed market data is available" in text.lower()
