@@ -260,3 +260,17 @@ async def test_official_client_gets_10167_market_data_type_3_and_ticks_66_to_76(
     assert app.data_types == [(8, 3)]
     assert {66, 67, 68, 72, 73, 75, 76} <= app.price_types <= DELAYED_TICKS
     assert {69, 70, 71, 74} <= app.size_types <= DELAYED_TICKS
+
+
+def test_simulate_gateway_takes_the_entitlement_option():
+    """`ingestion simulate-gateway --entitlement delayed`; live by default; anything else exits 2."""
+    from ingestion.cli import build_parser
+    from ingestion.simulator.cli import config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["simulate-gateway"])).entitlement is Entitlement.LIVE
+    args = parser.parse_args(["simulate-gateway", "--entitlement", "delayed"])
+    assert config_from_args(args).entitlement is Entitlement.DELAYED
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["simulate-gateway", "--entitlement", "premium"])
+    assert exited.value.code == 2
