@@ -179,3 +179,21 @@ async def test_delayed_config_with_a_delayed_account_is_healthy_and_marks_every_
         assert stack.qdb.row_count("market_data_l2") == 0
         await wait_for(lambda: stack.qdb.row_count("ingestion_events") > 0, 5, "events stored")
         assert not {"delayed_market_data", "market_data_not_entitled"} & set(receiver.events())
+
+
+async def test_delayed_config_with_a_live_account_gets_live_data_stored_as_live(
+    tmp_path: Path, valkey_url: str
+) -> None:
+    """IB returns live data whenever the account has it, and says so (marketDataType 1): the streams
+    are active and no row is marked delayed."""
+    async with (
+        webhook_receiver() as receiver,
+        account_stack(Entitlement.LIVE, "delayed", tmp_path, valkey_url, receiver) as stack,
+    ):
+        status, body = await stack.health_where(
+            lambda b: settled(b) and b["last_tick_at"] is not None, 15, "live data flowing"
+        )
+        assert (status, body["status"]) == (200, "healthy")
+        assert {s["state"] for s in (await streams(stack)).values()} == {"active"}
+        await wait_for(lambda: stack.qdb.row_count("market_data_l1") >= 30, 10, "rows stored")
+        assert not any(row.get("delayed") for row in stack.qdb.rows("market_data_l1"))

@@ -234,6 +234,9 @@ def test_market_data_type_message_tells_live_from_delayed_before_any_tick() -> N
     (delayed,) = wire.read((58, 1, L1, 3), tick_price(2, "600.03", 200))
     assert delayed.delayed
     assert wire.registry.streams["SPY"].l1.state == "delayed"
+    (live_again,) = wire.read((58, 1, L1, 1), tick_price(1, "600.02", 300))
+    assert not live_again.delayed
+    assert wire.registry.streams["SPY"].l1.state == "active"
     (depth,) = wire.read(depth_l2(0, "ARCA", 0, 1, "600.00", 100))
     assert isinstance(depth, DepthUpdate)
     assert wire.registry.streams["SPY"].l2.state == "active", "depth has no delayed form"

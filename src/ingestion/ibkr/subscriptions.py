@@ -325,9 +325,19 @@ class SubscriptionRegistry:
             self._export()
             if not self._settling:
                 self.alert_entitlements()
-        else:
+        elif request_id in self._delayed_requests:
             self._delayed_requests.discard(request_id)
+            self._live_again(found[0])
         return delayed
+
+    def _live_again(self, streams: SymbolStreams) -> None:
+        """IB reports live data again for a request it had sent delayed: its entries are active."""
+        for entry in _carried_by(streams, "l1"):
+            if entry.state == "delayed":
+                entry.state, entry.error_code, entry.error_text = "active", None, None
+        log.info("live market data again", symbol=streams.symbol)
+        self._bus.publish("subscription_live", f"{streams.symbol}: IB reports live market data again")
+        self._export()
 
     def on_delayed_ticks(self, request_id: int) -> None:
         """Delayed tick types (66-76) arrived on a Level 1 request IB had not reported as delayed."""
