@@ -41,6 +41,8 @@ TradeSource = Literal["tick_by_tick", "rtvolume"]
 MARKET_DATA_TYPES = {"live": 1, "frozen": 2, "delayed": 3, "delayed_frozen": 4}
 RTVOLUME_GENERIC_TICK = "233"
 TICK_BY_TICK_TYPE = "AllLast"
+# Entitlement answers that come after the settle (a loaded gateway) are gathered this long into one alert.
+ALERT_BATCH_SECONDS = 1.0
 # ib_async keys its request ids per stream kind (wrapper.ticker2ReqId).
 _STREAM_KEY = {"l1": "mktData", "l2": "mktDepth", "tick_by_tick": TICK_BY_TICK_TYPE}
 
@@ -141,6 +143,8 @@ class SubscriptionRegistry:
         # Symbols already alerted for, per entitlement alert: each alerts once until it clears.
         self._alerted: dict[str, set[str]] = {"delayed_market_data": set(), "market_data_not_entitled": set()}
         self._settling = False
+        self._subscribed_ns = 0
+        self._alert_handle: asyncio.TimerHandle | None = None
         self._export()
 
     # -- after every connect -------------------------------------------------------------
@@ -152,6 +156,7 @@ class SubscriptionRegistry:
         await self._qualify(ib)
         self._plan()
         self._settling = True
+        self._subscribed_ns = time.time_ns()
         try:
             for streams in self.streams.values():
                 self._request(ib, streams)
@@ -306,8 +311,7 @@ class SubscriptionRegistry:
         else:
             return False
         self._export()
-        if not self._settling:
-            self.alert_entitlements()
+        self._alert_soon()
         return True
 
     # -- delayed data --------------------------------------------------------------------
@@ -323,8 +327,7 @@ class SubscriptionRegistry:
             text = f"IB reports market data type {data_type} (delayed) for this request"
             self._mark_delayed(request_id, streams, _carried_by(streams, "l1"), None, text)
             self._export()
-            if not self._settling:
-                self.alert_entitlements()
+            self._alert_soon()
         elif request_id in self._delayed_requests:
             self._delayed_requests.discard(request_id)
             self._live_again(found[0])
@@ -403,11 +406,29 @@ class SubscriptionRegistry:
             reasons.append(f"no market data permission: {', '.join(symbols)}")
         return reasons
 
+    def _alert_soon(self) -> None:
+        """An entitlement answer outside the settle: alert after a short batch (at once without a loop)."""
+        if self._settling or self._alert_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.alert_entitlements()
+            return
+        self._alert_handle = loop.call_later(ALERT_BATCH_SECONDS, self.alert_entitlements)
+
     def alert_entitlements(self) -> None:
-        """Alert once per symbol for data that is delayed instead of live, or not permitted at all."""
+        """Alert once per symbol for data that is delayed instead of live, or not permitted at all.
+
+        A symbol is alerted for again only after it has had live data since the last subscribe: an
+        answer that comes late, or a resubscription, does not repeat the alert.
+        """
+        if self._alert_handle is not None:
+            self._alert_handle.cancel()
+            self._alert_handle = None
         for event, symbols in self.entitlement_problems().items():
             alerted = self._alerted[event]
-            alerted &= set(symbols)  # a symbol that recovered alerts again if it relapses
+            alerted -= {s for s in alerted if s not in symbols and self._live_since_subscribe(s)}
             if set(symbols) <= alerted:
                 continue
             alerted |= set(symbols)
@@ -416,6 +437,12 @@ class SubscriptionRegistry:
             code = min(codes_seen) if len(codes_seen) == 1 else None
             alert(log, detail, symbols=symbols, code=code)
             self._bus.publish(event, detail, code=code, alert=True)
+
+    def _live_since_subscribe(self, symbol: str) -> bool:
+        return any(
+            e.state == "active" and (e.last_tick_ns or 0) >= self._subscribed_ns
+            for e in self.streams[symbol].entries()
+        )
 
     def _reject(self, entry: Subscription, state: State, code: int, text: str) -> None:
         entry.reject(state, code, text)
