@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -246,6 +247,13 @@ def delayed_session(port: int) -> DelayedApp:
         app.reqMarketDataType(3)
         app.reqMktData(8, contract, "", False, False, [])
         assert app.ticked.wait(WAIT)
+        # ibapi's reader goes on with queued messages after disconnect() and then fails on its reset
+        # server version: stop the stream and let the queue drain first.
+        app.cancelMktData(8)
+        time.sleep(0.2)
+        deadline = time.monotonic() + WAIT
+        while not app.msg_queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         app.disconnect()
         reader.join(WAIT)
