@@ -372,11 +372,6 @@ class SubscriptionRegistry:
             log.warning("delayed market data instead of live", symbol=streams.symbol, code=code, text=text)
         self._bus.publish("subscription_delayed", f"{streams.symbol}: {text}", code=code)
 
-    @property
-    def wants_delayed(self) -> bool:
-        """Whether the configured market data type asks for delayed data (3 or 4)."""
-        return self._wants_delayed
-
     def _delivering(self, entry: Subscription) -> bool:
         return entry.state == "active" or (entry.state == "delayed" and self._wants_delayed)
 
@@ -432,7 +427,8 @@ class SubscriptionRegistry:
             if set(symbols) <= alerted:
                 continue
             alerted |= set(symbols)
-            detail = _ENTITLEMENT_ALERTS[event].format(n=len(symbols), symbols=", ".join(symbols))
+            count = f"{len(symbols)} symbol" + ("s" if len(symbols) > 1 else "")
+            detail = _ENTITLEMENT_ALERTS[event].format(count=count, symbols=", ".join(symbols))
             codes_seen = {e.error_code for s in symbols for e in self.streams[s].entries() if e.error_code}
             code = min(codes_seen) if len(codes_seen) == 1 else None
             alert(log, detail, symbols=symbols, code=code)
@@ -514,12 +510,12 @@ class SubscriptionRegistry:
 
 _ENTITLEMENT_ALERTS = {
     "delayed_market_data": (
-        "Delayed market data instead of live for {n} symbols: {symbols}. The account has no live market "
+        "Delayed market data instead of live for {count}: {symbols}. The account has no live market "
         "data subscription for them: subscribe in IBKR Client Portal, or set ibkr.market_data_type: delayed "
         "to store delayed data (its rows are marked delayed)"
     ),
     "market_data_not_entitled": (
-        "No market data permission for {n} symbols: {symbols}. IB sends nothing for them: subscribe to "
+        "No market data permission for {count}: {symbols}. IB sends nothing for them: subscribe to "
         "market data in IBKR Client Portal (GET /subscriptions shows IB's answer per stream)"
     ),
 }
