@@ -51,12 +51,13 @@ from ingestion.events import DepthUpdate, MarketEvent, Quote, ReceiveClock, Trad
 from ingestion.ibkr.subscriptions import Subscription, SubscriptionRegistry
 from ingestion.metrics import Metrics
 
-# IB tick types -> our Level 1 field; live and delayed (66-76) variants.
-PRICE_FIELDS = {1: "bid", 2: "ask", 4: "last", 6: "high", 7: "low", 9: "close", 14: "open",
-                66: "bid", 67: "ask", 68: "last", 72: "high", 73: "low", 75: "close", 76: "open"}  # fmt: skip
-SIZE_FIELDS = {0: "bid_size", 3: "ask_size", 5: "last_size", 8: "volume",
-               69: "bid_size", 70: "ask_size", 71: "last_size", 74: "volume"}  # fmt: skip
-FIRST_DELAYED_TICK = 66  # IB's delayed tick types are 66-76 (88, a delayed timestamp, is not used)
+# IB tick types -> our Level 1 field; live and delayed (66-76, TWS API "Available Tick Types") variants.
+# Live ticks find their field in one lookup; a delayed one (66-76) misses it and takes a second, which
+# also marks its request delayed (see Normaliser._delayed_field).
+PRICE_FIELDS = {1: "bid", 2: "ask", 4: "last", 6: "high", 7: "low", 9: "close", 14: "open"}
+SIZE_FIELDS = {0: "bid_size", 3: "ask_size", 5: "last_size", 8: "volume"}
+DELAYED_PRICE_FIELDS = {66: "bid", 67: "ask", 68: "last", 72: "high", 73: "low", 75: "close", 76: "open"}
+DELAYED_SIZE_FIELDS = {69: "bid_size", 70: "ask_size", 71: "last_size", 74: "volume"}
 # A price tick carries the size of the same side; the side of a size tick, for emptying it.
 SIZE_OF_PRICE = {"bid": "bid_size", "ask": "ask_size", "last": "last_size"}
 SIDE_OF_SIZE = {"bid_size": "bid", "ask_size": "ask"}
@@ -256,12 +257,9 @@ class Normaliser:
         lane = self._lane("l1", fields[2])
         if lane is None:
             return False
-        tick = int(fields[3])
-        field = PRICE_FIELDS.get(tick)
-        if field is None:
+        field = PRICE_FIELDS.get(int(fields[3]))
+        if field is None and (field := self._delayed_field(lane, DELAYED_PRICE_FIELDS, fields[3])) is None:
             return False
-        if tick >= FIRST_DELAYED_TICK and not lane.delayed:
-            self._delayed(lane)
         if lane.quotes is None or not fields[4]:
             return True  # Level 1 not wanted for this symbol (its request carries RTVolume), or no price
         lane.book.set_price(field, clean_price(float(fields[4])), clean_size(float(fields[5] or 0)))
@@ -272,12 +270,9 @@ class Normaliser:
         lane = self._lane("l1", fields[2])
         if lane is None:
             return False
-        tick = int(fields[3])
-        field = SIZE_FIELDS.get(tick)
-        if field is None:
+        field = SIZE_FIELDS.get(int(fields[3]))
+        if field is None and (field := self._delayed_field(lane, DELAYED_SIZE_FIELDS, fields[3])) is None:
             return False
-        if tick >= FIRST_DELAYED_TICK and not lane.delayed:
-            self._delayed(lane)
         if lane.quotes is not None and lane.book.set_size(field, clean_size(float(fields[4] or 0))):
             self._quote(lane, lane.quotes)
         return True
@@ -315,10 +310,13 @@ class Normaliser:
             lane.delayed = self._registry.on_market_data_type(lane.request_id, int(fields[3]))
         return False
 
-    def _delayed(self, lane: Lane) -> None:
-        """Delayed tick types on a request IB had not reported delayed: it is, from now on."""
-        lane.delayed = True
-        self._registry.on_delayed_ticks(lane.request_id)
+    def _delayed_field(self, lane: Lane, table: dict[int, str], tick: str) -> str | None:
+        """The field of a delayed tick type, or None; a request IB had not reported delayed is, now."""
+        field = table.get(int(tick))
+        if field is not None and not lane.delayed:
+            lane.delayed = True
+            self._registry.on_delayed_ticks(lane.request_id)
+        return field
 
     def tick_string(self, fields: list[str]) -> bool:
         """RTVolume: the trades of symbols whose time and sales come from Level 1."""
