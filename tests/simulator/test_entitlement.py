@@ -125,6 +125,28 @@ class TestDelayedAccount:
             ib.disconnect()
 
 
+@pytest.mark.parametrize("account", ["delayed"], indirect=True)
+async def test_ib_insync_gets_the_delayed_quote_too(account: Simulator):
+    """Unmodified ib_insync (version 176): marketDataType 3, 10167, and bid/ask/last from 66-68."""
+    import ib_insync
+
+    ib = ib_insync.IB()
+    errors: list[int] = []
+    ib.errorEvent += lambda req_id, code, text, contract: errors.append(code)
+    await ib.connectAsync("127.0.0.1", account.port, clientId=22, timeout=5)
+    try:
+        spy = ib_insync.Stock("SPY", "SMART", "USD")
+        await ib.qualifyContractsAsync(spy)
+        ib.reqMarketDataType(3)
+        ticker = ib.reqMktData(spy, "", False, False)
+        await wait_until(lambda: ticker.bid > 0 and ticker.ask > 0 and ticker.last > 0)
+        assert ticker.marketDataType == 3
+        assert [code for code in errors if code < 2100] == [10167]  # farm notices aside
+        assert {tick.tickType for tick in ticker.ticks} <= DELAYED_TICKS
+    finally:
+        ib.disconnect()
+
+
 @pytest.mark.parametrize("account", ["none"], indirect=True)
 async def test_an_account_without_permissions_gets_354_live_and_10168_delayed(account: Simulator):
     ib, recorder, spy = await connected(account)
