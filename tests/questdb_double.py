@@ -7,7 +7,8 @@ It is a *double*, not QuestDB: just enough of the real server for the writer's t
   transaction: every line lands, or none does.
 - ``/settings`` advertises ILP protocol version 1 only, so the official client negotiates the text
   protocol (it reads ``config."line.proto.support.versions"``, see the strings in questdb 6's native code).
-- ``/exec`` records every statement; answers ``CREATE TABLE`` with ``{"ddl": "OK"}``, ``table_columns('t')``
+- ``/exec`` records every statement; answers ``CREATE TABLE`` and ``ALTER TABLE ... ADD COLUMN`` with
+  ``{"ddl": "OK"}``, ``table_columns('t')``
   from the DDL it recorded, and ``SELECT`` by running it on an in-memory sqlite mirror of the rows
   (timestamps stored as ISO 8601 text, as QuestDB prints them, so ``timestamp > '2026-11-23T14:30:00'``
   compares as it does in QuestDB).
@@ -165,6 +166,11 @@ _CREATE = re.compile(
 )
 _DEDUP = re.compile(r"DEDUP\s+UPSERT\s+KEYS\s*\((?P<keys>[^)]*)\)", re.IGNORECASE)
 _SYMBOL_OPTS = re.compile(r"CAPACITY\s+(?P<cap>\d+)", re.IGNORECASE)
+_ADD_COLUMN = re.compile(
+    r"^\s*ALTER\s+TABLE\s+(?P<name>\w+)\s+ADD\s+COLUMN\s+(?P<ine>IF\s+NOT\s+EXISTS\s+)?"
+    r"(?P<column>\w+)\s+(?P<type>\w+)",
+    re.IGNORECASE,
+)
 _TABLE_COLUMNS = re.compile(r"table_columns\(\s*'(?P<name>\w+)'\s*\)", re.IGNORECASE)
 _SQLITE_TYPES = {"DOUBLE": "REAL", "INT": "INTEGER", "LONG": "INTEGER", "BOOLEAN": "INTEGER"}
 _INTEGER_TYPES = {"INT", "LONG", "SHORT", "BYTE"}
@@ -230,6 +236,20 @@ class Catalogue:
                 return
             raise ValueError(f"table already exists [table={table.name}]")
         self._declare(table)
+
+    def add_column(self, sql: str) -> None:
+        """``ALTER TABLE t ADD COLUMN [IF NOT EXISTS] c type``; QuestDB refuses a column that exists."""
+        match = _ADD_COLUMN.match(sql)
+        if match is None:
+            raise ValueError(f"not an ALTER TABLE the double understands: {sql[:80]}")
+        table = self.tables.get(match["name"])
+        if table is None:
+            raise ValueError(f"table does not exist [table={match['name']}]")
+        if match["column"] in table.columns:
+            if match["ine"]:
+                return
+            raise ValueError(f"duplicate column name: {match['column']}")
+        table.columns[match["column"]] = match["type"].upper()
 
     def _declare(self, table: Table) -> None:
         self.tables[table.name] = table
@@ -562,6 +582,9 @@ class QuestDBDouble:
         head = sql.lstrip().upper()
         if head.startswith("CREATE"):
             self.catalogue.create(sql)
+            return {"ddl": "OK"}
+        if head.startswith("ALTER"):
+            self.catalogue.add_column(sql)
             return {"ddl": "OK"}
         if match := _TABLE_COLUMNS.search(sql):
             return self.catalogue.table_columns(match["name"])

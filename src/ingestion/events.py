@@ -40,6 +40,7 @@ class Quote:
     low: float | None
     close: float | None
     open: float | None
+    delayed: bool = False  # IB sent it as delayed data (market data type 3/4, ticks 66-76)
 
 
 @dataclass(slots=True)
@@ -71,6 +72,7 @@ class Trade:
     past_limit: bool
     unreported: bool
     source: TradeSource
+    delayed: bool = False  # from a delayed Level 1 request's RTVolume
 
 
 @dataclass(slots=True, frozen=True)

@@ -150,6 +150,7 @@ class HealthReporter:
                 f"IBKR {self.state.status}" + (f": {self.state.last_error}" if self.state.last_error else "")
             )
         reasons.extend(self.state.degraded_reasons)
+        reasons.extend(self.registry.degraded_reasons())
         for name, details in storage.items():
             if details.get("status") != "ok":
                 reasons.append(f"{name} {details.get('status')}")

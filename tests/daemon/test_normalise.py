@@ -203,3 +203,40 @@ def test_an_ib_async_without_the_decoder_table_is_refused_with_a_reason() -> Non
     del ib.client.decoder.handlers
     with pytest.raises(RuntimeError, match=r"Decoder\.handlers"):
         tap_market_data(ib, wire.normaliser)
+
+
+def test_delayed_tick_types_fill_the_same_fields_and_mark_the_quote_delayed() -> None:
+    """66-76 are the delayed bid, ask, last, their sizes, high, low, volume, close and open."""
+    wire = WiredClient(source="rtvolume")
+    events = wire.read(
+        tick_price(66, "600.01", 300), tick_price(67, "600.03", 200), tick_price(68, "600.02", 100),
+        tick_size(74, 5000), tick_price(72, "601.00", 0), tick_price(73, "599.00", 0),
+        tick_price(75, "598.00", 0), tick_price(76, "598.50", 0), tick_size(69, 400),
+        tick_size(70, 500), tick_size(71, 50),
+    )  # fmt: skip
+    last = events[-1]
+    assert (last.bid, last.ask, last.last) == (600.01, 600.03, 600.02)
+    assert (last.bid_size, last.ask_size, last.last_size, last.volume) == (400, 500, 50, 5000)
+    assert (last.high, last.low, last.close, last.open) == (601.0, 599.0, 598.0, 598.5)
+    assert all(isinstance(e, Quote) and e.delayed for e in events)
+    assert wire.registry.delayed_request(L1)
+    assert wire.registry.streams["SPY"].l1.state == "delayed"
+    (trade,) = wire.read(rtvolume("600.02", 100, 1_795_532_399_000))
+    assert trade.delayed, "a delayed request's RTVolume trades are delayed too"
+
+
+def test_market_data_type_message_tells_live_from_delayed_before_any_tick() -> None:
+    """IB's marketDataType (58) for a request, live tick types and all: 1 live, 3 delayed."""
+    wire = WiredClient()
+    (live,) = wire.read((58, 1, L1, 1), tick_price(1, "600.01", 300))
+    assert not live.delayed
+    assert wire.registry.streams["SPY"].l1.state == "active"
+    (delayed,) = wire.read((58, 1, L1, 3), tick_price(2, "600.03", 200))
+    assert delayed.delayed
+    assert wire.registry.streams["SPY"].l1.state == "delayed"
+    (live_again,) = wire.read((58, 1, L1, 1), tick_price(1, "600.02", 300))
+    assert not live_again.delayed
+    assert wire.registry.streams["SPY"].l1.state == "active"
+    (depth,) = wire.read(depth_l2(0, "ARCA", 0, 1, "600.00", 100))
+    assert isinstance(depth, DepthUpdate)
+    assert wire.registry.streams["SPY"].l2.state == "active", "depth has no delayed form"

@@ -108,3 +108,21 @@ async def test_rejections_are_retried_after_a_reconnect() -> None:
         # rejected_limit would pass for the new one: wait for the second rejection itself.
         await wait_for(lambda: len(stack.events_named("subscription_rejected")) == 2, 10, "309 again")
         assert states(stack, "l2")["IWM"] == "rejected_limit"
+
+
+def test_ibs_delayed_available_answers_make_level1_delayed_and_depth_not_entitled() -> None:
+    """354 or 10089 "...Delayed market data is available." to a live Level 1 request: the account
+    has delayed data only (`delayed`). The same words to depth mean nothing: it has no delayed form."""
+    from ib_wire import DEPTH, L1, WiredClient
+
+    hint = "Delayed market data is available.SPY ARCA/TOP/ALL"
+    wire = WiredClient(source="rtvolume")
+    registry = wire.registry
+    api_text = "Requested market data requires additional subscription for API. See link in 'Market Data "
+    assert registry.on_error(L1, 10089, f"{api_text}Connections' dialog for more details.{hint}")
+    assert registry.on_error(DEPTH, 354, f"Requested market data is not subscribed.{hint}")
+    spy = registry.streams["SPY"]
+    assert (spy.l1.state, spy.l1.error_code) == ("delayed", 10089)
+    assert spy.time_and_sales.state == "delayed", "RTVolume trades ride on the Level 1 request"
+    assert (spy.l2.state, spy.l2.error_code) == ("not_entitled", 354)
+    assert registry.degraded_reasons() == ["delayed market data instead of live (no live subscription): SPY"]

@@ -13,16 +13,17 @@ from questdb_double import QuestDBDouble
 EXPECTED_DDL = [
     "CREATE TABLE IF NOT EXISTS market_data_l1 (timestamp TIMESTAMP, symbol SYMBOL CAPACITY 256 CACHE, "
     "bid DOUBLE, ask DOUBLE, last DOUBLE, bid_size DOUBLE, ask_size DOUBLE, last_size DOUBLE, volume DOUBLE, "
-    "high DOUBLE, low DOUBLE, close DOUBLE, open DOUBLE) "
+    "high DOUBLE, low DOUBLE, close DOUBLE, open DOUBLE, delayed BOOLEAN) "
     "TIMESTAMP(timestamp) PARTITION BY DAY WAL DEDUP UPSERT KEYS(timestamp, symbol)",
     "CREATE TABLE IF NOT EXISTS market_data_l2 (timestamp TIMESTAMP, symbol SYMBOL CAPACITY 256 CACHE, "
     "side SYMBOL CAPACITY 4 CACHE, position INT, operation SYMBOL CAPACITY 4 CACHE, "
     "price DOUBLE, size DOUBLE, "
-    "market_maker SYMBOL CAPACITY 1024 CACHE, is_smart_depth BOOLEAN) "
+    "market_maker SYMBOL CAPACITY 1024 CACHE, is_smart_depth BOOLEAN, delayed BOOLEAN) "
     "TIMESTAMP(timestamp) PARTITION BY DAY WAL DEDUP UPSERT KEYS(timestamp, symbol)",
     "CREATE TABLE IF NOT EXISTS time_and_sales (timestamp TIMESTAMP, exchange_time TIMESTAMP, "
     "symbol SYMBOL CAPACITY 256 CACHE, price DOUBLE, size DOUBLE, exchange SYMBOL CAPACITY 128 CACHE, "
-    "conditions VARCHAR, past_limit BOOLEAN, unreported BOOLEAN, source SYMBOL CAPACITY 4 CACHE) "
+    "conditions VARCHAR, past_limit BOOLEAN, unreported BOOLEAN, source SYMBOL CAPACITY 4 CACHE, "
+    "delayed BOOLEAN) "
     "TIMESTAMP(timestamp) PARTITION BY DAY WAL DEDUP UPSERT KEYS(timestamp, symbol)",
     "CREATE TABLE IF NOT EXISTS economic_data (timestamp TIMESTAMP, series_id SYMBOL CAPACITY 256 CACHE, "
     "value DOUBLE) TIMESTAMP(timestamp) PARTITION BY DAY WAL DEDUP UPSERT KEYS(timestamp, series_id)",
@@ -90,6 +91,42 @@ class TestSchemaAtStart:
         with pytest.raises(SchemaMismatchError, match="column value: expected DOUBLE, found no such column"):
             await writer.start()
         await writer.aclose()
+
+
+# market_data_l1 as releases before the delayed column created it.
+L1_BEFORE_DELAYED = EXPECTED_DDL[0].replace(", delayed BOOLEAN", "")
+
+
+class TestAddedColumns:
+    async def test_an_existing_table_gains_the_delayed_column_once(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory
+    ) -> None:
+        """A deployment's market_data_l1 from before gets `delayed` by ALTER TABLE at start, and a
+        second start sends no ALTER (the column is there: plain ADD COLUMN, checked first)."""
+        qdb.execute(L1_BEFORE_DELAYED)
+        async with running_writer(make_config()) as writer:
+            assert writer.status().details["schema_ready"] is True
+        alters = [q for q in qdb.exec_log if q.startswith("ALTER")]
+        assert alters == ["ALTER TABLE market_data_l1 ADD COLUMN delayed BOOLEAN"]
+        columns = qdb.execute("table_columns('market_data_l1')")["dataset"]
+        assert ["delayed", "BOOLEAN"] in [row[:2] for row in columns]
+        async with running_writer(make_config()):
+            pass
+        assert [q for q in qdb.exec_log if q.startswith("ALTER")] == alters
+
+    async def test_delayed_rows_are_marked_and_live_rows_leave_the_column_out(
+        self, qdb: QuestDBDouble, make_config: ConfigFactory
+    ) -> None:
+        quote = full_quote("SPY", BASE_NS)
+        delayed = full_quote("QQQ", BASE_NS + 1000)
+        delayed.delayed = True
+        async with running_writer(make_config()) as writer:
+            writer.accept(quote)
+            writer.accept(delayed)
+            await eventually(lambda: qdb.row_count("market_data_l1") == 2, what="both rows")
+        rows = {row["symbol"]: row for row in qdb.rows("market_data_l1")}
+        assert rows["QQQ"]["delayed"] is True
+        assert "delayed" not in rows["SPY"], "live rows omit it: QuestDB reads an unwritten BOOLEAN as false"
 
 
 class TestSchemaWhenQuestDBIsDown:

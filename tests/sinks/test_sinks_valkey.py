@@ -84,6 +84,16 @@ class TestLevelOne:
         }  # fmt: skip
         assert 0 < ttl <= valkey_config.ttl_seconds
 
+    async def test_a_delayed_quote_says_so(self, valkey_config: ValkeyConfig, redis: Redis) -> None:
+        """IB's delayed data carries "delayed": true; a live quote's JSON stays exactly the contract's."""
+        quote = full_quote("QQQ", BASE_NS)
+        quote.delayed = True
+        async with running_cache(valkey_config) as cache:
+            cache.accept(quote)
+            body = json.loads(await poll(lambda: redis.get("market:l1:QQQ")))
+        assert body["delayed"] is True
+        assert body["bid"] == 99.99
+
     async def test_many_ticks_conflate_into_few_writes_of_the_latest(
         self, valkey_config: ValkeyConfig, redis: Redis, metrics: Metrics
     ) -> None:

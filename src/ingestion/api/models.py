@@ -20,7 +20,9 @@ class _Open(BaseModel):
 
 
 class SubscriptionCounts(_Open):
-    active: int = Field(description="Streams delivering data (live or delayed)")
+    active: int = Field(
+        description="Streams delivering data: live, or delayed when ibkr.market_data_type asks for it"
+    )
     pending: int = Field(description="Requested, no data and no answer yet")
     rejected: int = Field(description="Refused by IB: limits, invalid symbol, not entitled")
 

@@ -32,8 +32,14 @@ TICK_BY_TICK_LIMIT = frozenset({10190})
 MARKET_DATA_LINES_LIMIT = frozenset({101})
 PACING = frozenset({100})
 # Not subscribed to this data: 354 (no market data permissions), 10089 (needs an API subscription),
-# 10092 (deep book not subscribed), 10168 (delayed not enabled).
-NOT_ENTITLED = frozenset({354, 10089, 10092, 10168})
+# 10092 (deep book not subscribed), 10168 (delayed not enabled), 10186 (delayed not available).
+NOT_ENTITLED = frozenset({354, 10089, 10092, 10168, 10186})
 # 10167: not subscribed, delayed data shown instead (a warning: data flows, but late).
 DELAYED_INSTEAD = frozenset({10167})
 DEPTH_RESET = frozenset({317})
+
+
+def offers_delayed(code: int, text: str) -> bool:
+    """A refusal of live data that says delayed data is there for the asking: IB's 354 or 10089
+    "...Delayed market data is available." answers a live request of a delayed-only account."""
+    return code in NOT_ENTITLED and "delayed market data is available" in text.lower()

@@ -18,6 +18,7 @@ Wire layouts (TWS API, as ib_async 2.1 decodes them; ../shared/reference/tws-wir
 13    updateMktDepthL2 ``13, version, reqId, position, marketMaker, operation, side, price, size
       [, isSmartDepth]``
 99    tickByTick Last/AllLast ``99, reqId, 1|2, time (s), price, size, mask, exchange, conditions``
+58    marketDataType ``58, version, reqId, type`` (1 live, 2 frozen, 3 delayed, 4 delayed-frozen)
 ====  ==========================================================================================
 
 One Quote per Level 1 message that changes our top of book: every price tick, and a size tick
@@ -31,6 +32,11 @@ malformed message raises inside ib_async's ``Decoder.interpret``, which logs it 
 The events of one socket read go to ``emit`` as one list when ib_async emits ``updateEvent`` at
 the end of the read, and per-subscription counts are added then, so the queue and the metrics work
 per read rather than per message (at saturation a read brings a few hundred messages).
+
+Delayed data is told apart, never passed off as live: IB reports a Level 1 request's market data type
+(message 58, before its first tick) and sends delayed data with its own tick types (66-76, mapped to
+the same fields as their live twins). Either marks the request delayed in the registry, and every
+Quote and RTVolume Trade of a delayed request carries ``delayed=True``, down to its row.
 """
 
 from __future__ import annotations
@@ -45,11 +51,13 @@ from ingestion.events import DepthUpdate, MarketEvent, Quote, ReceiveClock, Trad
 from ingestion.ibkr.subscriptions import Subscription, SubscriptionRegistry
 from ingestion.metrics import Metrics
 
-# IB tick types -> our Level 1 field; live and delayed (66-76) variants.
-PRICE_FIELDS = {1: "bid", 2: "ask", 4: "last", 6: "high", 7: "low", 9: "close", 14: "open",
-                66: "bid", 67: "ask", 68: "last", 72: "high", 73: "low", 75: "close", 76: "open"}  # fmt: skip
-SIZE_FIELDS = {0: "bid_size", 3: "ask_size", 5: "last_size", 8: "volume",
-               69: "bid_size", 70: "ask_size", 71: "last_size", 74: "volume"}  # fmt: skip
+# IB tick types -> our Level 1 field; live and delayed (66-76, TWS API "Available Tick Types") variants.
+# Live ticks find their field in one lookup; a delayed one (66-76) misses it and takes a second, which
+# also marks its request delayed (see Normaliser._delayed_field).
+PRICE_FIELDS = {1: "bid", 2: "ask", 4: "last", 6: "high", 7: "low", 9: "close", 14: "open"}
+SIZE_FIELDS = {0: "bid_size", 3: "ask_size", 5: "last_size", 8: "volume"}
+DELAYED_PRICE_FIELDS = {66: "bid", 67: "ask", 68: "last", 72: "high", 73: "low", 75: "close", 76: "open"}
+DELAYED_SIZE_FIELDS = {69: "bid_size", 70: "ask_size", 71: "last_size", 74: "volume"}
 # A price tick carries the size of the same side; the side of a size tick, for emptying it.
 SIZE_OF_PRICE = {"bid": "bid_size", "ask": "ask_size", "last": "last_size"}
 SIDE_OF_SIZE = {"bid_size": "bid", "ask_size": "ask"}
@@ -137,6 +145,8 @@ class Lane:
     quotes: Tally | None
     trades: Tally | None
     depth: Tally | None
+    request_id: int = 0
+    delayed: bool = False
 
 
 class Normaliser:
@@ -172,6 +182,7 @@ class Normaliser:
             12: self.market_depth,
             13: self.market_depth_l2,
             99: self.tick_by_tick,
+            58: self.market_data_type,
         }
 
     def reset(self) -> None:
@@ -230,6 +241,8 @@ class Normaliser:
                 self._tallies.get((symbol, "l1")),
                 self._tallies.get((symbol, "time_and_sales")),
                 self._tallies.get((symbol, "l2")),
+                request_id,
+                registry.delayed_request(request_id),
             )
 
     def _count(self, tally: Tally, now: int) -> None:
@@ -245,7 +258,7 @@ class Normaliser:
         if lane is None:
             return False
         field = PRICE_FIELDS.get(int(fields[3]))
-        if field is None:
+        if field is None and (field := self._delayed_field(lane, DELAYED_PRICE_FIELDS, fields[3])) is None:
             return False
         if lane.quotes is None or not fields[4]:
             return True  # Level 1 not wanted for this symbol (its request carries RTVolume), or no price
@@ -258,7 +271,7 @@ class Normaliser:
         if lane is None:
             return False
         field = SIZE_FIELDS.get(int(fields[3]))
-        if field is None:
+        if field is None and (field := self._delayed_field(lane, DELAYED_SIZE_FIELDS, fields[3])) is None:
             return False
         if lane.quotes is not None and lane.book.set_size(field, clean_size(float(fields[4] or 0))):
             self._quote(lane, lane.quotes)
@@ -282,9 +295,28 @@ class Normaliser:
                 book.low,
                 book.close,
                 book.open,
+                lane.delayed,
             )
         )
         self._count(tally, now)
+
+    def market_data_type(self, fields: list[str]) -> bool:
+        """IB's market data type for a Level 1 request: delayed (3, 4) marks the request delayed.
+
+        Returns False always, so ib_async records it on its ticker too.
+        """
+        lane = self._lane("l1", fields[2])
+        if lane is not None:
+            lane.delayed = self._registry.on_market_data_type(lane.request_id, int(fields[3]))
+        return False
+
+    def _delayed_field(self, lane: Lane, table: dict[int, str], tick: str) -> str | None:
+        """The field of a delayed tick type, or None; a request IB had not reported delayed is, now."""
+        field = table.get(int(tick))
+        if field is not None and not lane.delayed:
+            lane.delayed = True
+            self._registry.on_delayed_ticks(lane.request_id)
+        return field
 
     def tick_string(self, fields: list[str]) -> bool:
         """RTVolume: the trades of symbols whose time and sales come from Level 1."""
@@ -311,6 +343,7 @@ class Normaliser:
                 False,
                 False,
                 "rtvolume",
+                lane.delayed,
             )
         )
         self._count(tally, now)

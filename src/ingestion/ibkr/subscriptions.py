@@ -23,7 +23,7 @@ from ib_async import IB, Stock, Ticker
 from ingestion.bus import EventBus
 from ingestion.config import DataType, Settings, SymbolConfig
 from ingestion.ibkr import codes
-from ingestion.logging import get_logger
+from ingestion.logging import alert, get_logger
 from ingestion.metrics import Metrics
 from ingestion.timefmt import iso_ns
 
@@ -34,11 +34,15 @@ STATES: tuple[State, ...] = (
     "active", "delayed", "pending", "skipped_limit", "rejected_limit", "invalid_symbol", "not_entitled",
 )  # fmt: skip
 LIVE_STATES = frozenset({"active", "delayed"})
+# Market data types whose data is delayed: asked for in config, or reported by IB (message 58).
+DELAYED_DATA_TYPES = frozenset({3, 4})
 TradeSource = Literal["tick_by_tick", "rtvolume"]
 
 MARKET_DATA_TYPES = {"live": 1, "frozen": 2, "delayed": 3, "delayed_frozen": 4}
 RTVOLUME_GENERIC_TICK = "233"
 TICK_BY_TICK_TYPE = "AllLast"
+# Entitlement answers that come after the settle (a loaded gateway) are gathered this long into one alert.
+ALERT_BATCH_SECONDS = 1.0
 # ib_async keys its request ids per stream kind (wrapper.ticker2ReqId).
 _STREAM_KEY = {"l1": "mktData", "l2": "mktDepth", "tick_by_tick": TICK_BY_TICK_TYPE}
 
@@ -133,6 +137,14 @@ class SubscriptionRegistry:
         self._routes: dict[int, tuple[SymbolStreams, str]] = {}
         self._cancelled = False
         self._routes_version = 0
+        # Level 1 requests whose data IB reports (message 58) or sends (ticks 66-76) as delayed.
+        self._delayed_requests: set[int] = set()
+        self._wants_delayed = MARKET_DATA_TYPES[settings.ibkr.market_data_type] in DELAYED_DATA_TYPES
+        # Symbols already alerted for, per entitlement alert: each alerts once until it clears.
+        self._alerted: dict[str, set[str]] = {"delayed_market_data": set(), "market_data_not_entitled": set()}
+        self._settling = False
+        self._subscribed_ns = 0
+        self._alert_handle: asyncio.TimerHandle | None = None
         self._export()
 
     # -- after every connect -------------------------------------------------------------
@@ -143,11 +155,17 @@ class SubscriptionRegistry:
         ib.reqMarketDataType(MARKET_DATA_TYPES[self._settings.ibkr.market_data_type])
         await self._qualify(ib)
         self._plan()
-        for streams in self.streams.values():
-            self._request(ib, streams)
-        self._export()
-        await self._settle()
+        self._settling = True
+        self._subscribed_ns = time.time_ns()
+        try:
+            for streams in self.streams.values():
+                self._request(ib, streams)
+            self._export()
+            await self._settle()
+        finally:
+            self._settling = False
         self.report()
+        self.alert_entitlements()
 
     async def _qualify(self, ib: IB) -> None:
         # conIds are stable: qualify only what has never been qualified, so a reconnect costs
@@ -227,6 +245,7 @@ class SubscriptionRegistry:
 
     def _forget_requests(self) -> None:
         self._routes.clear()
+        self._delayed_requests.clear()
         self._cancelled = False
         self._routes_version += 1
 
@@ -284,17 +303,142 @@ class SubscriptionRegistry:
         elif code in codes.DEPTH_LIMIT or code in codes.MARKET_DATA_LINES_LIMIT:
             for entry in carried:
                 self._reject(entry, "rejected_limit", code, text)
+        elif code in codes.DELAYED_INSTEAD or (kind == "l1" and codes.offers_delayed(code, text)):
+            self._mark_delayed(request_id, streams, carried, code, text)
         elif code in codes.NOT_ENTITLED:
             for entry in carried:
                 self._reject(entry, "not_entitled", code, text)
-        elif code in codes.DELAYED_INSTEAD:
-            for entry in carried:
-                entry.reject("delayed", code, text)
-            log.warning("delayed market data instead of live", symbol=streams.symbol, code=code)
         else:
             return False
         self._export()
+        self._alert_soon()
         return True
+
+    # -- delayed data --------------------------------------------------------------------
+
+    def on_market_data_type(self, request_id: int, data_type: int) -> bool:
+        """IB's marketDataType (message 58) for a Level 1 request: whether its data is delayed."""
+        found = self._routes.get(request_id)
+        if found is None or found[1] != "l1":
+            return False
+        delayed = data_type in DELAYED_DATA_TYPES
+        if delayed:
+            streams = found[0]
+            text = f"IB reports market data type {data_type} (delayed) for this request"
+            self._mark_delayed(request_id, streams, _carried_by(streams, "l1"), None, text)
+            self._export()
+            self._alert_soon()
+        elif request_id in self._delayed_requests:
+            self._delayed_requests.discard(request_id)
+            self._live_again(found[0])
+        return delayed
+
+    def _live_again(self, streams: SymbolStreams) -> None:
+        """IB reports live data again for a request it had sent delayed: its entries are active."""
+        for entry in _carried_by(streams, "l1"):
+            if entry.state == "delayed":
+                entry.state, entry.error_code, entry.error_text = "active", None, None
+        log.info("live market data again", symbol=streams.symbol)
+        self._bus.publish("subscription_live", f"{streams.symbol}: IB reports live market data again")
+        self._export()
+
+    def on_delayed_ticks(self, request_id: int) -> None:
+        """Delayed tick types (66-76) arrived on a Level 1 request IB had not reported as delayed."""
+        self.on_market_data_type(request_id, 3)
+
+    def delayed_request(self, request_id: int) -> bool:
+        """Whether IB sends this Level 1 request's data delayed."""
+        return request_id in self._delayed_requests
+
+    def _mark_delayed(
+        self,
+        request_id: int,
+        streams: SymbolStreams,
+        carried: list[Subscription],
+        code: int | None,
+        text: str,
+    ) -> None:
+        """IB sends (or, for live requests, only offers) this Level 1 request's data delayed."""
+        self._delayed_requests.add(request_id)
+        changed = False
+        for entry in carried:
+            if entry.state == "delayed" and code is None:
+                continue  # IB's own words (10167, 354) say more than a data type
+            changed |= entry.state != "delayed"
+            entry.state, entry.error_code, entry.error_text = "delayed", code, text
+        if not changed:
+            return
+        if not self._wants_delayed:
+            log.warning("delayed market data instead of live", symbol=streams.symbol, code=code, text=text)
+        self._bus.publish("subscription_delayed", f"{streams.symbol}: {text}", code=code)
+
+    def _delivering(self, entry: Subscription) -> bool:
+        return entry.state == "active" or (entry.state == "delayed" and self._wants_delayed)
+
+    def entitlement_problems(self) -> dict[str, list[str]]:
+        """Symbols whose data is not what was asked for: delayed instead of live, or none at all."""
+        delayed: list[str] = []
+        not_entitled: list[str] = []
+        for symbol, streams in self.streams.items():
+            entries = streams.entries()
+            if not self._wants_delayed and any(e.state == "delayed" for e in entries):
+                delayed.append(symbol)
+            elif any(e.state == "not_entitled" for e in entries) and not any(
+                self._delivering(e) or e.state == "pending" for e in entries
+            ):
+                not_entitled.append(symbol)
+        return {"delayed_market_data": delayed, "market_data_not_entitled": not_entitled}
+
+    def degraded_reasons(self) -> list[str]:
+        """Why /health is degraded because of market data permissions (empty when it is not)."""
+        problems = self.entitlement_problems()
+        reasons = []
+        if symbols := problems["delayed_market_data"]:
+            reasons.append(
+                f"delayed market data instead of live (no live subscription): {', '.join(symbols)}"
+            )
+        if symbols := problems["market_data_not_entitled"]:
+            reasons.append(f"no market data permission: {', '.join(symbols)}")
+        return reasons
+
+    def _alert_soon(self) -> None:
+        """An entitlement answer outside the settle: alert after a short batch (at once without a loop)."""
+        if self._settling or self._alert_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.alert_entitlements()
+            return
+        self._alert_handle = loop.call_later(ALERT_BATCH_SECONDS, self.alert_entitlements)
+
+    def alert_entitlements(self) -> None:
+        """Alert once per symbol for data that is delayed instead of live, or not permitted at all.
+
+        A symbol is alerted for again only after it has had live data since the last subscribe: an
+        answer that comes late, or a resubscription, does not repeat the alert.
+        """
+        if self._alert_handle is not None:
+            self._alert_handle.cancel()
+            self._alert_handle = None
+        for event, symbols in self.entitlement_problems().items():
+            alerted = self._alerted[event]
+            alerted -= {s for s in alerted if s not in symbols and self._live_since_subscribe(s)}
+            if set(symbols) <= alerted:
+                continue
+            alerted |= set(symbols)
+            count = f"{len(symbols)} symbol" + ("s" if len(symbols) > 1 else "")
+            detail = _ENTITLEMENT_ALERTS[event].format(count=count, symbols=", ".join(symbols))
+            codes_seen = {e.error_code for s in symbols for e in self.streams[s].entries() if e.error_code}
+            code = min(codes_seen) if len(codes_seen) == 1 else None
+            alert(log, detail, symbols=symbols, code=code)
+            self._bus.publish(event, detail, code=code, alert=True)
+
+    def _live_since_subscribe(self, symbol: str) -> bool:
+        return any(
+            e.state == "active" and (e.last_tick_ns or 0) >= self._subscribed_ns
+            for e in self.streams[symbol].entries()
+        )
 
     def _reject(self, entry: Subscription, state: State, code: int, text: str) -> None:
         entry.reject(state, code, text)
@@ -320,16 +464,17 @@ class SubscriptionRegistry:
         return [e for streams in self.streams.values() for e in streams.entries()]
 
     def counts(self) -> dict[str, int]:
+        """By state; ``active`` counts delayed streams only when delayed data is what was asked for."""
         by_state = Counter(e.state for e in self.entries())
         return {
-            "active": by_state["active"] + by_state["delayed"],
+            "active": by_state["active"] + (by_state["delayed"] if self._wants_delayed else 0),
             "pending": by_state["pending"],
             "rejected": sum(by_state[s] for s in ("rejected_limit", "invalid_symbol", "not_entitled")),
             "skipped": by_state["skipped_limit"],
         }
 
     def symbols_subscribed(self) -> int:
-        return sum(any(e.state in LIVE_STATES for e in s.entries()) for s in self.streams.values())
+        return sum(any(self._delivering(e) for e in s.entries()) for s in self.streams.values())
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [e.as_dict() for e in self.entries()]
@@ -339,7 +484,7 @@ class SubscriptionRegistry:
         active = {t: [] for t in ("l1", "l2", "time_and_sales")}
         other: dict[str, list[str]] = {}
         for entry in self.entries():
-            if entry.state in LIVE_STATES:
+            if self._delivering(entry):
                 active[entry.data_type].append(entry.symbol)
             else:
                 reason = f"{entry.state}" + (f" ({entry.error_code})" if entry.error_code else "")
@@ -361,6 +506,19 @@ class SubscriptionRegistry:
         by_state = Counter(e.state for e in self.entries())
         for state in STATES:
             self._metrics.subscriptions.labels(state).set(by_state[state])
+
+
+_ENTITLEMENT_ALERTS = {
+    "delayed_market_data": (
+        "Delayed market data instead of live for {count}: {symbols}. The account has no live market "
+        "data subscription for them: subscribe in IBKR Client Portal, or set ibkr.market_data_type: delayed "
+        "to store delayed data (its rows are marked delayed)"
+    ),
+    "market_data_not_entitled": (
+        "No market data permission for {count}: {symbols}. IB sends nothing for them: subscribe to "
+        "market data in IBKR Client Portal (GET /subscriptions shows IB's answer per stream)"
+    ),
+}
 
 
 def _carried_by(streams: SymbolStreams, kind: str) -> list[Subscription]:

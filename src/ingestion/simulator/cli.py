@@ -8,6 +8,7 @@ import logging
 import signal
 
 from ingestion.simulator.config import DEFAULT_RATE, SimulatorConfig
+from ingestion.simulator.entitlement import Entitlement
 from ingestion.simulator.server import running_simulator
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-market-data-lines", type=int, default=100, help="reqMktData lines per client (default 100)"
     )
     parser.add_argument(
+        "--entitlement",
+        choices=[e.value for e in Entitlement],
+        default=Entitlement.LIVE.value,
+        help="market data the account may see: live, delayed (10167, ticks 66-76) or none (default live)",
+    )
+    parser.add_argument(
         "--pacing-limit", type=int, default=None, help="requests per second per client before error 100"
     )
 
@@ -49,6 +56,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         max_tick_by_tick=args.max_tick_by_tick,
         max_market_data_lines=getattr(args, "max_market_data_lines", 100),
         pacing_limit=getattr(args, "pacing_limit", None),
+        entitlement=Entitlement(getattr(args, "entitlement", Entitlement.LIVE.value)),
     )
 
 

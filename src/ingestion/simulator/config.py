@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ingestion.simulator.contracts import DEFAULT_UNIVERSE, ContractSpec
+from ingestion.simulator.entitlement import Entitlement
 
 # 2025-01-02 14:30:00 UTC, i.e. the 09:30 ET open: the simulated clock starts here so that tick
 # content never depends on the wall clock (two runs with the same seed are byte-identical).
@@ -43,6 +44,9 @@ class SimulatorConfig:
         universe: the contracts the simulator knows.
         not_entitled: symbols this account has no market data subscription for: reqMktData,
             reqMktDepth and reqTickByTickData on them get error 354, as IB answers.
+        entitlement: the account's market data permission at start: ``live``, ``delayed`` (delayed
+            data only: 10167 and delayed ticks after reqMarketDataType(3), 354 otherwise) or ``none``
+            (see entitlement.py); ``POST /entitlement`` changes it for later requests.
     """
 
     host: str = "127.0.0.1"
@@ -62,6 +66,7 @@ class SimulatorConfig:
     max_frame_size: int = 0xFFFFFF
     universe: tuple[ContractSpec, ...] = field(default=DEFAULT_UNIVERSE)
     not_entitled: frozenset[str] = frozenset()
+    entitlement: Entitlement = Entitlement.LIVE
 
     def __post_init__(self) -> None:
         if self.rate < 0:

@@ -15,6 +15,7 @@ Endpoints (query parameters, JSON answers, one request per connection):
     POST /burst?messages=<n>          n extra streaming messages as fast as clients drain (also when paused)
     POST /pause, POST /resume         stop / restart rate-driven streaming
     POST /depth-reset                 error 317 and a rebuilt book on every depth subscription
+    POST /entitlement?value=<v>       the account's market data from now on: live, delayed or none
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ def _number(query: dict[str, list[str]], name: str, kind: Callable[[str], float 
         raise BadRequestError(msg) from exc
     except ValueError as exc:
         msg = f"query parameter {name!r} is not a number"
+        raise BadRequestError(msg) from exc
+
+
+def _text(query: dict[str, list[str]], name: str) -> str:
+    try:
+        return query[name][0]
+    except (KeyError, IndexError) as exc:
+        msg = f"missing query parameter {name!r}"
         raise BadRequestError(msg) from exc
 
 
@@ -131,6 +140,7 @@ class ControlServer:
             "/pause": sim.pause,
             "/resume": sim.resume,
             "/depth-reset": sim.reset_depth,
+            "/entitlement": lambda: sim.set_entitlement(_text(query, "value")),
         }
         if path == "/restart":
             if method != "POST":

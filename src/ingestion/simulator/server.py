@@ -11,6 +11,7 @@ from typing import Final
 from ingestion.simulator import stats as stats_mod
 from ingestion.simulator.config import SimulatorConfig
 from ingestion.simulator.contracts import Universe
+from ingestion.simulator.entitlement import parse_entitlement
 from ingestion.simulator.market import DepthSnapshot
 from ingestion.simulator.protocol import SYSTEM_MESSAGE_CODES, ErrorCode
 from ingestion.simulator.session import Session
@@ -37,6 +38,7 @@ class Simulator:
         self.universe = Universe(config.universe)
         self.stats = stats_mod.Stats()
         self.rate = config.rate
+        self.entitlement = config.entitlement
         self.paused = False
         self.connectivity_lost = False
         self.silenced = False
@@ -175,6 +177,13 @@ class Simulator:
         self.rate = rate
         self._wake.set()
 
+    def set_entitlement(self, value: str) -> dict[str, str]:
+        """What the account may see from now on (``live``, ``delayed``, ``none``); streams that run
+        keep what they got, as IB's do: only later requests are answered under the new permission."""
+        self.entitlement = parse_entitlement(value)
+        log.info("simulated account entitlement: %s", self.entitlement)
+        return {"entitlement": str(self.entitlement)}
+
     def burst(self, messages: int) -> None:
         """Send ``messages`` extra streaming messages as fast as clients drain, on top of the rate.
 
@@ -285,6 +294,7 @@ class Simulator:
             "connections": self.connections,
             "clients": sorted(self._clients),
             "rate": self.rate,
+            "entitlement": str(self.entitlement),
             "paused": self.paused,
             "silenced": self.silenced,
             "connectivity_lost": self.connectivity_lost,

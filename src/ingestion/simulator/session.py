@@ -11,6 +11,13 @@ from typing import TYPE_CHECKING, Final, cast
 
 from ingestion.simulator import stats
 from ingestion.simulator.contracts import ContractSpec
+from ingestion.simulator.entitlement import (
+    DelayedMarketData,
+    Entitlement,
+    live_data_type,
+    live_only_refusal,
+    market_data_answer,
+)
 from ingestion.simulator.market import DepthStream, MarketDataStream, Stream, TickByTickStream
 from ingestion.simulator.protocol import (
     ERROR_TEXTS,
@@ -39,9 +46,6 @@ log = logging.getLogger(__name__)
 MAX_HANDSHAKE_SIZE: Final = 1024
 # Above this much unsent output the client is not keeping up: stop generating for it until it drains.
 WRITE_HIGH_WATER: Final = 4 * 1024 * 1024
-
-# IB's marketDataType answer per requested type: live data is available, frozen stays frozen.
-_REPORTED_DATA_TYPE: Final = {1: 1, 2: 2, 3: 1, 4: 2}
 
 
 class State(enum.Enum):
@@ -375,9 +379,11 @@ class Session(asyncio.Protocol):
 
     def _req_market_data_type(self, fields: list[str]) -> None:
         self._data_type = int(fields[2])
-        reported = _REPORTED_DATA_TYPE.get(self._data_type, 1)
+        reported = live_data_type(self._data_type)
         # IB reports the new type on every live subscription.
         for req_id, stream in self._mkt_data.items():
+            if isinstance(stream, DelayedMarketData):
+                continue
             self.out.append(encode((Out.MARKET_DATA_TYPE, 1, req_id, reported)))
             stream.counts[stats.MARKET_DATA_TYPE] += 1
 
@@ -392,7 +398,11 @@ class Session(asyncio.Protocol):
             i += 3
         generic_ticks = fields[i + 1].split(",")
         snapshot = fields[i + 2] == "1" or fields[i + 3] == "1"
-        if self._refuse_not_entitled(req_id, spec):
+        # -- entitlement hook: what this account may see decides IB's answer (entitlement.py)
+        answer = market_data_answer(self._entitlement(spec), self._data_type, spec)
+        if answer.data_type is None:
+            assert answer.error is not None
+            self._send_error_text(req_id, *answer.error)
             return
         if not snapshot:
             if self._active(req_id):
@@ -407,14 +417,18 @@ class Session(asyncio.Protocol):
             spec,
             self.config.seed,
             self.config.start_epoch_ms,
-            GENERIC_TICK_RT_VOLUME in generic_ticks,
+            GENERIC_TICK_RT_VOLUME in generic_ticks and not answer.delayed,  # no delayed RTVolume
             counts,
         )
         out = self.out
         out.append(encode((Out.TICK_REQ_PARAMS, req_id, "0.01", "9c0001", 3)))
-        out.append(encode((Out.MARKET_DATA_TYPE, 1, req_id, _REPORTED_DATA_TYPE.get(self._data_type, 1))))
+        out.append(encode((Out.MARKET_DATA_TYPE, 1, req_id, answer.data_type)))
         counts[stats.TICK_REQ_PARAMS] += 1
         counts[stats.MARKET_DATA_TYPE] += 1
+        if answer.error is not None:  # 10167: delayed data follows
+            self._send_error_text(req_id, *answer.error)
+        if answer.delayed:
+            stream = DelayedMarketData(stream)  # type: ignore[assignment]
         stream.initial(out)
         if snapshot:
             out.append(encode((Out.TICK_SNAPSHOT_END, 1, req_id)))
@@ -423,11 +437,22 @@ class Session(asyncio.Protocol):
         self._mkt_data[req_id] = stream
         self._add_stream(stream)
 
+    # -- entitlement hooks (the rules live in entitlement.py)
+
+    def _entitlement(self, spec: ContractSpec) -> Entitlement:
+        """The account's permission for ``spec`` now; ``not_entitled`` symbols have none."""
+        return Entitlement.NONE if spec.symbol in self.config.not_entitled else self.sim.entitlement
+
     def _refuse_not_entitled(self, req_id: int, spec: ContractSpec) -> bool:
-        if spec.symbol not in self.config.not_entitled:
+        """Depth and tick-by-tick need live data: refuse them as IB does without it."""
+        refusal = live_only_refusal(self._entitlement(spec), spec)
+        if refusal is None:
             return False
-        self.send_error(req_id, ErrorCode.NOT_SUBSCRIBED)
+        self._send_error_text(req_id, *refusal)
         return True
+
+    def _send_error_text(self, req_id: int, code: int, text: str) -> None:
+        self.send(stats.ERROR, error_frame(self.version, req_id, code, text))
 
     def _cancel_mkt_data(self, fields: list[str]) -> None:
         self._remove_stream(self._mkt_data.pop(int(fields[2]), None))

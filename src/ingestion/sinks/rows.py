@@ -71,6 +71,8 @@ def _quote_row(event: Quote) -> Row:
         columns["close"] = float(value)
     if (value := event.open) is not None:
         columns["open"] = float(value)
+    if event.delayed:
+        columns["delayed"] = True  # left out when live: a QuestDB BOOLEAN is false when not written
     return (_L1, event.timestamp_ns, {"symbol": event.symbol}, columns)
 
 
@@ -103,6 +105,8 @@ def _trade_row(event: Trade) -> Row:
         columns["conditions"] = value
     columns["past_limit"] = bool(event.past_limit)
     columns["unreported"] = bool(event.unreported)
+    if event.delayed:
+        columns["delayed"] = True
     return (_TRADES, event.timestamp_ns, symbols, columns)
 
 

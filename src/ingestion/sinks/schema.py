@@ -13,6 +13,15 @@ as ``SYMBOL CAPACITY 256 CACHE``, i.e. this very form. VARCHAR exists since Ques
 both accept it. ``TIMESTAMP`` (microseconds) is used rather than 9.1's ``TIMESTAMP_NS``, which QuestDB 8
 lacks; see rows.py for how rows stay unique at microsecond precision.
 
+Columns added after a table's first release (:data:`ADDED_COLUMNS`) reach an existing table through
+``ALTER TABLE t ADD COLUMN c type`` (questdb.com/docs/query/sql/alter-table-add-column: the column is
+added atomically and not back-populated; a BOOLEAN is not nullable (questdb.com/docs/reference/sql/datatypes),
+so older rows, and rows that leave it out, read false), issued only when
+``table_columns()`` lacks the column. Not ``ADD COLUMN IF NOT EXISTS``: QuestDB has it only since 8.2
+(questdb/questdb#5080), and until questdb/questdb#5675 (May 2025) it failed on a WAL table whose column
+did exist ("statements containing multiple transactions ... are currently not supported for WAL tables",
+questdb/questdb#5369 on 8.2.2): every start after the first would have been refused there.
+
 ``table_columns('t')`` answers one row per column with at least ``column``, ``type``, ``designated`` and
 ``upsertKey`` (checked against QuestDB's own tests of ``SHOW COLUMNS``, which shares that metadata cursor).
 """
@@ -71,24 +80,28 @@ def _double(*names: str) -> tuple[Column, ...]:
 # sources are 2-3 values; market makers and exchanges are venue codes (dozens, MPIDs a few hundred);
 # event names are a fixed vocabulary. A symbol past its capacity still works, only slower.
 SYMBOL = Column("symbol", "SYMBOL", 256)
+# True for a row of data IB sent delayed (market data type 3/4, ticks 66-76). Live rows leave it out and
+# read false. Always false in market_data_l2: IB has no delayed market depth.
+DELAYED = Column("delayed", "BOOLEAN")
 
 MARKET_DATA_L1 = TableSchema(
     "market_data_l1",
     (_ts(), SYMBOL, *_double("bid", "ask", "last", "bid_size", "ask_size", "last_size", "volume",
-                             "high", "low", "close", "open")),
+                             "high", "low", "close", "open"), DELAYED),
     (DESIGNATED, "symbol"),
 )  # fmt: skip
 MARKET_DATA_L2 = TableSchema(
     "market_data_l2",
     (_ts(), SYMBOL, Column("side", "SYMBOL", 4), Column("position", "INT"), Column("operation", "SYMBOL", 4),
-     *_double("price", "size"), Column("market_maker", "SYMBOL", 1024), Column("is_smart_depth", "BOOLEAN")),
+     *_double("price", "size"), Column("market_maker", "SYMBOL", 1024), Column("is_smart_depth", "BOOLEAN"),
+     DELAYED),
     (DESIGNATED, "symbol"),
 )  # fmt: skip
 TIME_AND_SALES = TableSchema(
     "time_and_sales",
     (_ts(), Column("exchange_time", "TIMESTAMP"), SYMBOL, *_double("price", "size"),
      Column("exchange", "SYMBOL", 128), Column("conditions", "VARCHAR"), Column("past_limit", "BOOLEAN"),
-     Column("unreported", "BOOLEAN"), Column("source", "SYMBOL", 4)),
+     Column("unreported", "BOOLEAN"), Column("source", "SYMBOL", 4), DELAYED),
     (DESIGNATED, "symbol"),
 )  # fmt: skip
 ECONOMIC_DATA = TableSchema(
@@ -112,6 +125,12 @@ TABLES: tuple[TableSchema, ...] = (
     INGESTION_EVENTS,
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
+# Columns a table gained after its first release, by table name: an existing table gets them at start.
+ADDED_COLUMNS: dict[str, tuple[Column, ...]] = {
+    MARKET_DATA_L1.name: (DELAYED,),
+    MARKET_DATA_L2.name: (DELAYED,),
+    TIME_AND_SALES.name: (DELAYED,),
+}
 
 
 class SchemaMismatchError(RuntimeError):
@@ -132,7 +151,28 @@ async def apply_schema(client: httpx.AsyncClient, tables: tuple[TableSchema, ...
     for table in tables:
         await execute(client, table.ddl())
     for table in tables:
-        verify_columns(table, await execute(client, f"table_columns('{table.name}')"))
+        answer = await execute(client, f"table_columns('{table.name}')")
+        if await add_missing_columns(client, table, answer):
+            answer = await execute(client, f"table_columns('{table.name}')")
+        verify_columns(table, answer)
+
+
+async def add_missing_columns(client: httpx.AsyncClient, table: TableSchema, answer: dict[str, Any]) -> bool:
+    """Add the :data:`ADDED_COLUMNS` of ``table`` that its ``table_columns()`` answer lacks; True if any."""
+    present = set(_columns_by_name(answer))
+    missing = [c for c in ADDED_COLUMNS.get(table.name, ()) if c.name not in present]
+    for column in missing:
+        await execute(client, f"ALTER TABLE {table.name} ADD COLUMN {column.ddl()}")
+    return bool(missing)
+
+
+def _columns_by_name(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    names = [c["name"] for c in answer.get("columns", [])]
+    found: dict[str, dict[str, Any]] = {}
+    for row in answer.get("dataset", []):
+        record = dict(zip(names, row, strict=False))
+        found[str(record.get("column"))] = record
+    return found
 
 
 async def execute(client: httpx.AsyncClient, sql: str) -> dict[str, Any]:
@@ -155,11 +195,7 @@ async def execute(client: httpx.AsyncClient, sql: str) -> dict[str, Any]:
 
 def verify_columns(table: TableSchema, answer: dict[str, Any]) -> None:
     """Compare a ``table_columns()`` answer with the schema; extra columns are fine, others are not."""
-    names = [c["name"] for c in answer.get("columns", [])]
-    found: dict[str, dict[str, Any]] = {}
-    for row in answer.get("dataset", []):
-        record = dict(zip(names, row, strict=False))
-        found[str(record.get("column"))] = record
+    found = _columns_by_name(answer)
     problems = []
     for column in table.columns:
         actual = found.get(column.name)

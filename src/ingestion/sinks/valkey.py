@@ -140,11 +140,14 @@ def trades_key(symbol: str) -> str:
 
 
 def l1_body(quote: Quote) -> dict[str, Any]:
-    return {
+    body = {
         "symbol": quote.symbol, "last": quote.last, "bid": quote.bid, "ask": quote.ask,
         "bid_size": quote.bid_size, "ask_size": quote.ask_size, "volume": quote.volume,
         "timestamp": quote.timestamp_ns,
     }  # fmt: skip
+    if quote.delayed:
+        body["delayed"] = True  # IB's delayed data: a reader must not take it for the live market
+    return body
 
 
 def trade_fields(trade: Trade) -> dict[str, str | int | float]:
@@ -152,6 +155,7 @@ def trade_fields(trade: Trade) -> dict[str, str | int | float]:
         "timestamp": trade.timestamp_ns, "price": trade.price, "size": trade.size,
         "exchange_time": trade.exchange_time_ns, "exchange": trade.exchange, "conditions": trade.conditions,
         "past_limit": int(trade.past_limit), "unreported": int(trade.unreported), "source": trade.source,
+        "delayed": 1 if trade.delayed else None,
     }  # fmt: skip
     return {k: v for k, v in fields.items() if v is not None}
 
