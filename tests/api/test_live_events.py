@@ -109,13 +109,18 @@ async def _questdb_has(stack: DaemonStack, event: str) -> bool:
 
 
 async def test_client_bound_and_a_thousand_connect_disconnect_cycles_leave_nothing_behind(
-    daemon_stack: StackFactory,
+    daemon_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One client more than the bound gets 503; every slot frees when its reader leaves; 1,000
-    connect/disconnect cycles leave no listener, no task and no memory growth behind."""
+    connect/disconnect cycles leave no listener, no task and no memory growth behind. A quiet
+    stream gets a keep-alive comment (every 15 s; 0.3 s here)."""
+    monkeypatch.setattr("ingestion.api.live.KEEP_ALIVE_SECONDS", 0.3)
     async with daemon_stack() as stack:
         port = stack.daemon.api.port  # type: ignore[union-attr]
         feed = stack.daemon.feed
+        quiet = await open_events(port)
+        keep_alive = await quiet.next(2)
+        await quiet.close()
         full = [await open_events(port) for _ in range(MAX_CLIENTS)]
         refused = await open_events(port)
         await refused.close()
@@ -135,6 +140,8 @@ async def test_client_bound_and_a_thousand_connect_disconnect_cycles_leave_nothi
         still_open = await open_events(port)
         await still_open.close()
 
+    assert keep_alive.comment == "keep-alive"
+    assert keep_alive.data is None
     assert refused.status == 503
     assert still_open.status == 200
     # The whole test process (daemon, simulator, client) shares this RSS; a leak of one Listener,

@@ -31,7 +31,7 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, feed: EventFeed, listener: Listener, keep_alive: float = KEEP_ALIVE_SECONDS) -> None:
+    def __init__(self, feed: EventFeed, listener: Listener, keep_alive: float | None = None) -> None:
         # Not Response.__init__: it would announce "content-length: 0" for a body that never ends.
         self.status_code = 200
         self.background = None
@@ -41,7 +41,7 @@ class EventStreamResponse(Response):
         ]
         self._feed = feed
         self._listener = listener
-        self._keep_alive = keep_alive
+        self._keep_alive = KEEP_ALIVE_SECONDS if keep_alive is None else keep_alive
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
