@@ -72,6 +72,7 @@ async def test_events_stream_outage_resume_and_timeline(daemon_stack: StackFacto
     assert lost.data is not None
     assert lost.data.keys() == {"event", "at", "detail"}
     assert lost.data["detail"].startswith("IBKR Connection Lost at ")
+    print(f"measured: connection_lost over /events {lost_after:.3f} s after /restart")
     assert lost_after < 1.0, f"connection_lost took {lost_after:.2f} s"
     assert restored.data is not None
     assert "outage" in restored.data["detail"]
@@ -146,6 +147,7 @@ async def test_client_bound_and_a_thousand_connect_disconnect_cycles_leave_nothi
     assert still_open.status == 200
     # The whole test process (daemon, simulator, client) shares this RSS; a leak of one Listener,
     # task or response per cycle would be well over 1 KiB each, 1 MiB for the cycles.
+    print(f"measured: RSS {rss_before} -> {rss_after} KiB over {CYCLES} cycles")
     assert rss_after - rss_before < 4096, f"RSS grew by {rss_after - rss_before} KiB over {CYCLES} cycles"
 
 

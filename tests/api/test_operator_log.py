@@ -151,6 +151,7 @@ async def test_start_without_gateway_alerts_everywhere_then_restores_and_logs_ma
     lost_lines = [x for x in alerts if "IBKR Connection Lost at" in x["event"]]
     assert len(lost_lines) == 1, lost_lines
     assert lost_lines[0]["event"].startswith("ALERT IBKR Connection Lost at ")
+    print(f"measured: ALERT line {_seconds(lost_lines[0]) - started:.3f} s, webhook {webhook_seconds:.3f} s")
     assert _seconds(lost_lines[0]) - started <= CONNECT_TIMEOUT + 1
     assert lost_event.data is not None
     assert datetime.fromisoformat(lost_event.data["at"].replace("Z", "+00:00")).timestamp() - started <= (
