@@ -33,13 +33,14 @@ MEMORY_EVENTS = 5000
 QUERY_ROWS = 10000
 QUERY_SECONDS = 3.0
 
-# event -> (flag, on): what each recorded event does to the connection state or a degradation.
+# What each recorded event does: to the connection (up, down, stopped cleanly) ...
 CONNECTION = {
     "connected": "up",
     "connection_restored": "up",
     "connection_lost": "down",
     "disconnected": "stopped",
 }
+# ... or to one of the degradations that make a live connection "degraded" (flag, set or cleared).
 DEGRADATION = {
     "ib_connectivity_lost": ("ib_connectivity", True),
     "ib_connectivity_restored": ("ib_connectivity", False),
