@@ -129,7 +129,8 @@ def _connection(health: Mapping[str, Any], style: Style) -> str:
     text = f"{style(state, RED)} ({where})"
     if since:
         text += f", outage since {since} ({_age_text(since)})"
-    text += f", reconnection attempt {health.get('reconnection_attempts', 0)}"
+    attempts = health.get("reconnection_attempts", 0)
+    text += f", reconnection attempt {attempts}" if attempts else ", reconnecting"
     if ibkr.get("last_error"):
         text += f"; last error: {ibkr['last_error']}"
     return text

@@ -51,6 +51,7 @@ class Listener:
         self._queue: collections.deque[bytes] = collections.deque()
         self._limit = limit
         self._ready = asyncio.Event()
+        self._finishing = False
         self.dropped = False
 
     def offer(self, message: bytes) -> bool:
@@ -70,12 +71,17 @@ class Listener:
         self._queue.clear()
         self._ready.set()
 
+    def finish(self) -> None:
+        """End the stream after what is queued (the daemon stops: its last events still go out)."""
+        self._finishing = True
+        self._ready.set()
+
     async def next(self) -> bytes | None:
-        """The next message, waiting for one; None once dropped."""
-        while not self._queue and not self.dropped:
+        """The next message, waiting for one; None once dropped, or finished and empty."""
+        while not self._queue and not self.dropped and not self._finishing:
             self._ready.clear()
             await self._ready.wait()
-        if self.dropped:
+        if self.dropped or not self._queue:
             return None
         return self._queue.popleft()
 
@@ -134,9 +140,10 @@ class EventFeed:
         self._listeners.discard(listener)
 
     def end_all(self) -> None:
-        """At shutdown: end every stream now, so that no open page holds the HTTP server's stop."""
+        """At shutdown: end every stream once its queue is sent, so that no open page holds the HTTP
+        server's stop."""
         for listener in self._listeners:
-            listener.end()
+            listener.finish()
         self._listeners.clear()
 
     def _missed(self, last_event_id: str | None) -> list[bytes]:

@@ -160,6 +160,7 @@ async def test_status_and_watch_through_a_gateway_restart_and_a_daemon_restart(
     async with running_daemon(settings):
         back = await watch.expect("answers again", 10)
     exit_code = await watch.close()
+    print(healthy[1], unhealthy[1], ANSI.sub("", watch.output), sep="\n")  # shown with -s, or on failure
     print(f"measured: status {status_after:.3f} s, lost {lost_after:.3f} s, stop seen {noticed_after:.3f} s")
 
     assert healthy[0] == 0, healthy[1]

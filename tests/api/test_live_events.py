@@ -201,3 +201,13 @@ def test_one_listener_more_than_the_bound_is_refused_and_closing_frees_a_slot() 
     feed.close(first)
     feed.listen()
     assert feed.listeners == 2
+
+
+async def test_at_shutdown_a_stream_ends_after_what_is_queued() -> None:
+    feed = EventFeed()
+    listener = feed.listen()
+    feed.record(_event(1, "disconnected"))
+    feed.end_all()
+    assert (await listener.next()) is not None
+    assert (await listener.next()) is None
+    assert feed.listeners == 0
