@@ -45,7 +45,7 @@ BAD_EVENTS = (
     "failed",
     "broken",
 )
-GOOD_EVENTS = ("_restored", "_cleared", "connected", "_ok", "_filled")
+GOOD_EVENTS = ("_restored", "_cleared", "_ok", "_filled")
 
 
 def default_url(environ: Mapping[str, str] = os.environ) -> str:
@@ -114,7 +114,7 @@ def render_status(url: str, body: Mapping[str, Any], style: Style) -> str:
         lines += [f"    - {reason}" for reason in reasons]
     alerts = [e for e in body.get("events") or [] if e.get("alert")][:RECENT_ALERTS]
     lines.append("  Last alerts:" if alerts else "  Last alerts: none")
-    lines += [f"    {_short_time(e['at'])}  {_event_name(e['event'], style)}  {e['detail']}" for e in alerts]
+    lines += [f"    {_short_time(e['at'])}  {event_name(e['event'], style)}  {e['detail']}" for e in alerts]
     return "\n".join(lines) + "\n"
 
 
@@ -296,7 +296,7 @@ class Watcher:
         except (ValueError, KeyError, TypeError):
             self._say(f"(unreadable event: {data[:200]})")
             return
-        self._say(f"{_event_name(name, self._style)}  {detail}", at=at, bell=name == "connection_lost")
+        self._say(f"{event_name(name, self._style)}  {detail}", at=at, bell=name == "connection_lost")
 
     def _say(self, text: str, *, at: str | None = None, bell: bool = False) -> None:
         moment = _short_time(at) if at else datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
@@ -316,11 +316,12 @@ def watch(url: str, out: TextIO) -> int:
 # -- formatting --------------------------------------------------------------------------------
 
 
-def _event_name(name: str, style: Style) -> str:
+def event_name(name: str, style: Style) -> str:
+    """Green for a recovery, red for trouble, bold for the rest (any event name, known or new)."""
+    if name == "connected" or name.endswith(GOOD_EVENTS):
+        return style(name, GREEN)
     if any(part in name for part in BAD_EVENTS):
         return style(name, BOLD, RED)
-    if any(name.endswith(part) or name == part.strip("_") for part in GOOD_EVENTS):
-        return style(name, GREEN)
     return style(name, BOLD)
 
 

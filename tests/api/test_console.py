@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import pty
@@ -27,7 +28,7 @@ from daemon_stack import (
     wait_for,
 )
 from ingestion.config import ApiConfig, Settings
-from ingestion.console import BELL, default_url
+from ingestion.console import BELL, Style, default_url, event_name
 from ingestion.simulator.config import SimulatorConfig
 from ingestion.simulator.server import running_simulator
 from ports import free_port
@@ -228,3 +229,19 @@ async def test_a_closed_pipe_ends_the_command_quietly(command: str, unbuffered: 
     out, err = await process.communicate()
     assert err.decode() == ""
     assert out.decode().strip() == f"exit {code}"
+
+
+@pytest.mark.parametrize(
+    ("name", "colour"),
+    [("connection_lost", "\x1b[31m"), ("connection_restored", "\x1b[32m"), ("stale_data_cleared", "\x1b[32m"),
+     ("disconnected", "\x1b[1m"), ("gap_found", "\x1b[1m"), ("questdb_down", "\x1b[31m")],
+)  # fmt: skip
+def test_event_names_are_coloured_by_what_they_mean(name: str, colour: str) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    text = event_name(name, Style(Terminal(), {}))
+    assert colour in text
+    assert name in text
+    assert event_name(name, Style(io.StringIO(), {})) == name, "plain off a terminal"
