@@ -53,6 +53,7 @@ class Listener:
         self._ready = asyncio.Event()
         self._finishing = False
         self.dropped = False
+        self.ended = asyncio.Event()  # set when dropped
 
     def offer(self, message: bytes) -> bool:
         """Queue ``message``; False (and the listener is dropped) when the queue is full."""
@@ -70,6 +71,7 @@ class Listener:
         self.dropped = True
         self._queue.clear()
         self._ready.set()
+        self.ended.set()
 
     def finish(self) -> None:
         """End the stream after what is queued (the daemon stops: its last events still go out)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import socket
 import time
 
 import pytest
@@ -211,3 +212,59 @@ async def test_at_shutdown_a_stream_ends_after_what_is_queued() -> None:
     assert (await listener.next()) is not None
     assert (await listener.next()) is None
     assert feed.listeners == 0
+
+
+FLOOD = 2000
+
+
+async def test_a_stuck_reader_is_dropped_and_cut_off_while_the_daemon_and_other_readers_go_on(
+    daemon_stack: StackFactory,
+) -> None:
+    """A client that never reads: once its queue is full it is dropped and its connection closed;
+    publishing never waits for it, a reader that keeps up gets every event, and ticks go on."""
+    async with daemon_stack() as stack:
+        port = stack.daemon.api.port  # type: ignore[union-attr]
+        feed = stack.daemon.feed
+        tasks_before = len(asyncio.all_tasks())
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", port))
+        stuck.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await wait_for(lambda: feed.listeners == 1, 5, "the stuck reader's stream")
+        reader = await open_events(port)
+        ticks_before = stack.daemon.pipeline.received
+        slowest = 0.0
+        for n in range(FLOOD):
+            started = time.perf_counter()
+            stack.daemon.bus.publish("flood_test", f"{n} " + "x" * 2000)
+            slowest = max(slowest, time.perf_counter() - started)
+            if n % 20 == 0:
+                await asyncio.sleep(0.001)  # the loop runs on, as it does between ib_async callbacks
+        last = None
+        while last is None or last.data is None or not last.data["detail"].startswith(f"{FLOOD - 1} "):
+            last = await reader.next(10)
+        await wait_for(lambda: feed.dropped_listeners == 1, 5, "the stuck reader dropped")
+        await reader.close()
+        # Still unread: the stuck stream's tasks must end all the same (no task waits on its socket).
+        await wait_for(lambda: len(asyncio.all_tasks()) <= tasks_before, 5, "the stuck stream's tasks gone")
+        closed = await asyncio.to_thread(_read_until_closed, stuck, 10.0)
+        ticks_during = stack.daemon.pipeline.received - ticks_before
+    assert closed, "the server closed the stuck reader's connection once it had its data"
+    assert feed.dropped_listeners == 1, "only the stuck reader"
+    assert slowest < 0.05, f"one publish took {slowest * 1000:.1f} ms"
+    assert ticks_during > 0
+
+
+def _read_until_closed(sock: socket.socket, within: float) -> bool:
+    """Drain what the kernel holds for the stuck socket, then see the server's FIN (or RST)."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.close()
+    return True

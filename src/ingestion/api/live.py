@@ -21,6 +21,8 @@ from ingestion.live_events import EventFeed, Listener, TooManyListeners
 from ingestion.timeline import DEFAULT_HOURS, MAX_HOURS
 
 KEEP_ALIVE_SECONDS = 15.0
+# How long the end of a stream may wait for the reader's socket.
+END_SECONDS = 1.0
 # Browsers wait this long before reconnecting a broken EventSource (the SSE "retry" field).
 RETRY_MS = 1000
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -51,15 +53,21 @@ class EventStreamResponse(Response):
             )
             pump = asyncio.ensure_future(self._pump(send))
             gone = asyncio.ensure_future(_disconnected(receive))
+            # A reader that stopped reading leaves the pump waiting for its socket; dropped, it ends here.
+            dropped = asyncio.ensure_future(self._listener.ended.wait())
+            tasks = (pump, gone, dropped)
             try:
-                await asyncio.wait([pump, gone], return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (pump, gone):
+                for task in tasks:
                     task.cancel()
-                await asyncio.gather(pump, gone, return_exceptions=True)
-            if pump.done() and not pump.cancelled() and pump.exception() is None:
-                with contextlib.suppress(OSError):
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if gone not in done:
+                # Our end of the stream. A reader that reads sees it end; for one that does not, uvicorn
+                # closes the connection once we return without having finished the response.
+                with contextlib.suppress(OSError, TimeoutError):
+                    async with asyncio.timeout(END_SECONDS):
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # the reader went away while we wrote
         finally:
