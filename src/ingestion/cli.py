@@ -36,7 +36,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ingestion", description="IB Gateway market data into QuestDB and Valkey.")
+    parser = _Parser(
+        prog="ingestion",
+        description="IB Gateway market data into QuestDB and Valkey.",
+        **_example("ingestion run --config config/config.yaml\n  ingestion status\n  ingestion watch"),
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

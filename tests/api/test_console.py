@@ -204,6 +204,12 @@ def test_every_command_help_shows_an_example(command: str) -> None:
     assert f"example:\n  ingestion {command}" in text
 
 
+def test_the_main_help_shows_examples() -> None:
+    from ingestion.cli import build_parser
+
+    assert "example:\n  ingestion run --config" in build_parser().format_help()
+
+
 @pytest.mark.parametrize(
     ("command", "unbuffered", "code"),
     [
