@@ -18,7 +18,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ingestion import __version__
@@ -33,14 +33,17 @@ from ingestion.ibkr.normalise import Normaliser
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.ibkr.supervisor import ConnectionSupervisor
+from ingestion.live_events import EventFeed
 from ingestion.logging import get_logger
 from ingestion.market_session import MarketCalendar
+from ingestion.market_summary import MarketSummary
 from ingestion.memory import freeze_startup_heap, pin_mmap_threshold, tune_collector
 from ingestion.metrics import Metrics
 from ingestion.pipeline import Pipeline
-from ingestion.sinks.questdb import QuestDBWriter
+from ingestion.sinks.questdb import QuestDBWriter, http_client
 from ingestion.sinks.schema import SchemaMismatchError
 from ingestion.sinks.valkey import ValkeyCache
+from ingestion.timeline import ConnectionTimeline
 
 SHUTDOWN_SECONDS = 8.0
 RECANCEL_SECONDS = 1.0
@@ -72,6 +75,9 @@ class Daemon:
     alert_log: AlertLog
     webhooks: WebhookNotifier
     api: ApiServer | None = None
+    feed: EventFeed = field(default_factory=EventFeed)
+    timeline: ConnectionTimeline = field(default_factory=lambda: ConnectionTimeline(None))
+    summary: MarketSummary | None = None
 
 
 def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daemon:
@@ -108,9 +114,21 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
     bus.subscribe(valkey.accept)  # alerts go to the ingestion:events channel
     bus.subscribe(alert_log.record)
     bus.subscribe(webhooks.notify)
+    feed = EventFeed()
+    timeline = ConnectionTimeline(http_client(settings.questdb))
+    bus.subscribe(feed.record)  # GET /events
+    bus.subscribe(timeline.record)
+    summary = MarketSummary(
+        settings.logging.summary_interval_seconds,
+        pipeline,
+        registry,
+        calendar,
+        {"questdb": questdb, "valkey": valkey},
+    )
     daemon = Daemon(
         settings, bus, metrics, clock, calendar, state, registry, questdb, valkey, pipeline,
         normaliser, supervisor, fred, stale, health, alert_log, webhooks,
+        feed=feed, timeline=timeline, summary=summary,
     )  # fmt: skip
     daemon.api = ApiServer(settings.api, create_app(daemon))
     return daemon
@@ -172,6 +190,8 @@ async def run(daemon: Daemon, stop: asyncio.Event) -> int:
         asyncio.create_task(daemon.fred.run(), name="fred"),
         asyncio.create_task(daemon.stale.run(), name="stale-data"),
     ]
+    if daemon.summary is not None:
+        background.append(asyncio.create_task(daemon.summary.run(), name="market-summary"))
     supervisor = asyncio.create_task(daemon.supervisor.run(), name="ibkr")
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
     crashed = await _until_stop_or_crash(stopping, [supervisor, *background])
@@ -207,6 +227,7 @@ async def _shutdown(
     await daemon.supervisor.drain(limit_seconds=DRAIN_SECONDS)
     await stop_tasks([supervisor], deadline)
     handed = daemon.pipeline.drain()
+    daemon.feed.end_all()  # open event streams would hold the HTTP server's stop
     await stop_tasks(background, deadline)
     for sink in (daemon.questdb, daemon.valkey):
         remaining = max(0.5, deadline - time.monotonic())
@@ -217,6 +238,7 @@ async def _shutdown(
             # What a sink could not flush stays in its spool (QuestDB) or was only a cache (Valkey).
             log.error("sink did not flush in time", sink=sink.name, seconds=round(remaining, 1))  # noqa: TRY400
     await daemon.webhooks.aclose()
+    await daemon.timeline.aclose()
     log.info("stopped", queued_events_flushed=handed, seconds=round(time.monotonic() - started, 2))
     return 1 if crashed else 0
 

@@ -258,6 +258,8 @@ class LoggingConfig(_Section):
     """Lowest level written; alerts are always written."""
     format: Literal["auto", "json", "console"] = "auto"
     """auto: JSON unless stdout is a terminal."""
+    summary_interval_seconds: PositiveSeconds = 60.0
+    """A `Market data:` INFO line this often while data flows or a market session is open."""
 
     @field_validator("level", "format", mode="before")
     @classmethod

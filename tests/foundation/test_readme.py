@@ -18,6 +18,8 @@ EXERCISED = {
     "curl http://localhost:8500/subscriptions": "tests/api/test_endpoints.py",
     "curl -G http://localhost:9000/exec": "tests/deploy/test_run_as_compose.py",
     "ingestion check-config": "tests/foundation/test_cli.py",
+    "ingestion status": "tests/api/test_console.py",
+    "ingestion watch": "tests/api/test_console.py",
     "ingestion simulate-gateway": "tests/deploy/test_run_as_compose.py",
     'curl -X POST "http://127.0.0.1:4080/restart': "tests/simulator/test_control_api.py",
     "curl http://127.0.0.1:4080/stats": "tests/simulator/test_control_api.py",

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import importlib.resources
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ingestion import __version__
+from ingestion.api.live import add_live_routes
 from ingestion.api.models import HealthBody, Liveness, StatusSnapshot, SubscriptionsBody
+from ingestion.api.parts import DaemonParts as Daemon
 from ingestion.ibkr.subscriptions import Subscription
-
-if TYPE_CHECKING:
-    from ingestion.app import Daemon
 
 STATUS_PAGE = "index.html"
 RECENT_EVENTS_SHOWN = 30
@@ -38,6 +37,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     _add_subscriptions(app, daemon)
     _add_metrics(app, daemon)
     _add_status_page(app, daemon)
+    add_live_routes(app, daemon)
     return app
 
 

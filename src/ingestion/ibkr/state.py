@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from ingestion.bus import EventBus
@@ -54,6 +54,7 @@ class ConnectionState:
     farms: dict[str, Farm] = field(default_factory=dict)
     _lost_monotonic: float | None = None
     _ever_connected: bool = False
+    _started_monotonic: float | None = None
 
     def __post_init__(self) -> None:
         self._export_status()
@@ -63,6 +64,8 @@ class ConnectionState:
     def connecting(self) -> int:
         """A new attempt starts; returns its number (1 for the first since the last success)."""
         self.attempts += 1
+        if self._started_monotonic is None:
+            self._started_monotonic = time.monotonic()
         self._set_status("connecting")
         if self._ever_connected or self.attempts > 1:
             log.warning(f"Attempting reconnection... (attempt {self.attempts})", attempt=self.attempts)
@@ -79,6 +82,23 @@ class ConnectionState:
             reason=reason,
             retry_in_seconds=round(retry_in, 2),
         )
+        self.not_connected_yet()
+
+    def not_connected_yet(self) -> None:
+        """Never connected since start-up: for the user the same failure as a lost connection.
+
+        Alerts once, on the first failed attempt (or when the supervisor's start-up deadline passes
+        first); the first connection then reports ``connection_restored`` with the whole wait.
+        """
+        if self._ever_connected or self._lost_monotonic is not None or self._started_monotonic is None:
+            return
+        self._lost_monotonic = self._started_monotonic
+        since = datetime.now(UTC) - timedelta(seconds=time.monotonic() - self._started_monotonic)
+        self.last_disconnected_at = since
+        message = f"IBKR Connection Lost at {iso(since)}"
+        reason = self.last_error or "no answer yet"
+        alert(log, message, reason=f"not connected since start-up: {reason}")
+        self.bus.publish("connection_lost", f"{message}: not connected since start-up: {reason}", alert=True)
 
     def connected(self, server_version: int) -> None:
         now = datetime.now(UTC)
@@ -92,8 +112,9 @@ class ConnectionState:
         log.info(f"Connected to IBKR at {self.host}:{self.port}", server_version=server_version)
         if self._lost_monotonic is not None:
             outage = time.monotonic() - self._lost_monotonic
-            self.reconnects += 1
-            self.metrics.reconnects.inc()
+            if self._ever_connected:
+                self.reconnects += 1
+                self.metrics.reconnects.inc()
             detail = f"IBKR connection restored after {outage:.1f} s outage"
             alert(log, detail, outage_seconds=round(outage, 3))
             self.bus.publish("connection_restored", detail, alert=True)

@@ -85,6 +85,10 @@ class ConnectionSupervisor:
 
     async def run(self) -> None:
         """Connect and reconnect until cancelled; on cancellation, stop cleanly."""
+        # Not connected within the connect timeout of the start is an outage, even mid-attempt.
+        startup = asyncio.get_running_loop().call_later(
+            self._config.connect_timeout_seconds, self._state.not_connected_yet
+        )
         try:
             while True:
                 try:
@@ -99,6 +103,8 @@ class ConnectionSupervisor:
             self._stopping = True
             self._stop()
             raise
+        finally:
+            startup.cancel()
 
     async def drain(self, *, quiet_seconds: float = 0.1, limit_seconds: float = 1.0) -> None:
         """Before a stop: cancel our streams, then go on reading until the socket has been quiet for

@@ -470,3 +470,6 @@ def _append_dead_letters(path: Any, dead: list[DeadLetter]) -> None:
                 "row": letter.row,
             }
             file.write(json.dumps(record) + "\n")
+
+
+http_client = _http_client  # the /exec client of other readers of QuestDB (the timeline)
