@@ -14,6 +14,7 @@ GUIDE = (REPO / "docs" / "IBKR_SETUP_GUIDE.md").read_text(encoding="utf-8")
 # Commands shown in the docs and the test that runs each one (a test file that must exist).
 EXERCISED = {
     "make test": ".ci/run",
+    "make image-test": ".ci/run",  # make test calls it
     "curl http://localhost:8500/health": "tests/deploy/test_run_as_compose.py",
     "curl http://localhost:8500/subscriptions": "tests/api/test_endpoints.py",
     "curl -G http://localhost:9000/exec": "tests/deploy/test_run_as_compose.py",
