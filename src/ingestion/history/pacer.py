@@ -55,8 +55,10 @@ class Pacer:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        on_wait: Callable[[], Any] | None = None,
     ) -> None:
         self._config = config
+        self._on_wait = on_wait
         self._clock = clock
         self._sleep = sleep
         self._lock = asyncio.Lock()  # FIFO: the first to wait is the first admitted
@@ -77,6 +79,8 @@ class Pacer:
             while (wait := self.wait_for(request)) > 0:
                 self.waits += 1
                 self.waited_seconds += wait
+                if self._on_wait is not None:
+                    self._on_wait()
                 await self._sleep(wait)
             while self._open >= self._config.max_open:
                 self._opened.clear()

@@ -1,0 +1,94 @@
+"""What history needs to read back from QuestDB: the newest bars, and the newest trades before a restart.
+
+Every statement is plain QuestDB SQL, valid on QuestDB 8 and 9 (questdb.com/docs/query/sql/select,
+/docs/query/sql/group-by, /docs/query/sql/where "timestamp comparison with a string literal"): an explicit
+``GROUP BY`` with ``max()``, and designated-timestamp ranges written as ISO 8601 literals, which QuestDB
+turns into partition pruning (/docs/concept/designated-timestamp). Symbols come from the validated
+configuration (``[A-Z0-9 .-]``), so they cannot break out of their quotes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from ingestion.history.edges import StoredTrade, TapeTrade
+from ingestion.sinks.schema import execute
+
+BARS_NEWEST = (
+    "SELECT symbol, bar_size, max(timestamp) AS newest FROM market_data_historical GROUP BY symbol, bar_size"
+)
+
+
+def literal(seconds: float) -> str:
+    """A timestamp literal as QuestDB prints them: microseconds and ``Z``."""
+    micros = round(seconds * 1_000_000)
+    moment = datetime.fromtimestamp(micros // 1_000_000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{micros % 1_000_000:06d}Z"
+
+
+def parse_micros(value: Any) -> int | None:
+    """QuestDB's JSON timestamp (ISO 8601 text) in microseconds since the epoch."""
+    if not isinstance(value, str) or not value:
+        return None
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _records(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    names = [c["name"] for c in answer.get("columns", [])]
+    return [dict(zip(names, row, strict=False)) for row in answer.get("dataset", [])]
+
+
+class HistoryStore:
+    """Reads over QuestDB's /exec (the writer's client settings)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def newest_bars(self) -> dict[tuple[str, str], int]:
+        """(symbol, bar_size) -> start of the newest stored bar, in nanoseconds."""
+        newest = {}
+        for record in _records(await execute(self._client, BARS_NEWEST)):
+            micros = parse_micros(record.get("newest"))
+            if micros is not None:
+                newest[(str(record["symbol"]), str(record["bar_size"]))] = micros * 1000
+        return newest
+
+    async def newest_trades(self, since: float) -> dict[str, int]:
+        """symbol -> second of the newest stored trade (exchange time) received after ``since``."""
+        sql = (
+            "SELECT symbol, max(exchange_time) AS newest FROM time_and_sales "
+            f"WHERE timestamp >= '{literal(since)}' GROUP BY symbol"
+        )
+        newest = {}
+        for record in _records(await execute(self._client, sql)):
+            micros = parse_micros(record.get("newest"))
+            if micros is not None:
+                newest[str(record["symbol"])] = micros // 1_000_000
+        return newest
+
+    async def trades_of_second(self, symbol: str, second: int) -> list[StoredTrade]:
+        """The stored trades of ``symbol`` whose exchange time falls in ``second``."""
+        sql = (
+            "SELECT timestamp, exchange_time, price, size, exchange FROM time_and_sales "
+            f"WHERE symbol = '{symbol}' AND timestamp >= '{literal(second - 120)}' "
+            f"AND exchange_time >= '{literal(second)}' AND exchange_time < '{literal(second + 1)}'"
+        )
+        stored = []
+        for record in _records(await execute(self._client, sql)):
+            stamp = parse_micros(record.get("timestamp"))
+            price = record.get("price")
+            if stamp is None or price is None:
+                continue
+            size = record.get("size")
+            trade = TapeTrade(
+                second, float(price), None if size is None else float(size), record.get("exchange")
+            )
+            stored.append(StoredTrade(trade, stamp))
+        return stored
