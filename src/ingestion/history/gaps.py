@@ -16,8 +16,8 @@ cause clears, live trades are complete again from ``settle_seconds`` later (the 
 out and the first trades arrived): that second ends the window. A little later (``LATENCY_SECONDS``,
 for trades of that second still on their way) the gap is ready to fill.
 
-The tracker sees live trades as a pipeline sink, in the order the QuestDB writer gets them; per event
-it does one type check, per trade a few attribute reads.
+The tracker sees live market data as a pipeline sink, in the order the QuestDB writer gets it: per read
+it notes the time (for stalls), per event it does one type check, per trade a few attribute reads.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from ingestion.history.edges import StoredTrade, TapeTrade
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.market_session import MarketCalendar
-from ingestion.pipeline import Pipeline
 from ingestion.timefmt import iso
 
 # Live trades of a second are all stored this long after the second ended (queue and flush included).
@@ -92,7 +91,6 @@ class GapTracker:
         symbols: Sequence[str],
         state: ConnectionState,
         registry: SubscriptionRegistry,
-        pipeline: Pipeline,
         calendar: MarketCalendar,
         *,
         now: Callable[[], float] = time.time,
@@ -101,7 +99,7 @@ class GapTracker:
         self._symbols = tuple(symbols)
         self._state = state
         self._registry = registry
-        self._pipeline = pipeline
+        self._last_event_ns: int | None = None
         self._calendar = calendar
         self._now = now
         self._last: dict[str, _LastSecond] = {}
@@ -122,6 +120,8 @@ class GapTracker:
         self.accept_many((event,))
 
     def accept_many(self, events: Sequence[Event]) -> None:
+        if events:
+            self._last_event_ns = events[-1].timestamp_ns
         for event in events:
             if type(event) is Trade:
                 self._see(event)
@@ -219,7 +219,7 @@ class GapTracker:
 
     def _stalled(self, now: float) -> bool:
         """No market data at all for ``stall_seconds`` while connected in the regular session."""
-        last_ns = self._pipeline.last_event_ns
+        last_ns = self._last_event_ns
         since = max(last_ns / 1e9 if last_ns else 0.0, self._connected_since or now)
         quiet = now - since
         if quiet < self._config.stall_seconds:

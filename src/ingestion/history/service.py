@@ -45,7 +45,6 @@ from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.logging import get_logger
 from ingestion.market_session import MarketCalendar
 from ingestion.metrics import Metrics
-from ingestion.pipeline import Pipeline
 from ingestion.sinks.questdb import QuestDBWriter
 from ingestion.sinks.schema import QuestDBUnavailableError, SchemaMismatchError
 from ingestion.timefmt import iso
@@ -92,7 +91,6 @@ class HistoryService:
         calendar: MarketCalendar,
         state: ConnectionState,
         registry: SubscriptionRegistry,
-        pipeline: Pipeline,
         questdb: QuestDBWriter,
         http: Callable[[], httpx.AsyncClient],
         connection: ConnectionSource,
@@ -114,7 +112,7 @@ class HistoryService:
             connection, registry, self.pacer, metrics, timeout_seconds=config.pacing.request_timeout_seconds
         )
         tracked = symbols_with_trades if config.backfill.enabled else []
-        self.tracker = GapTracker(config.backfill, tracked, state, registry, pipeline, calendar, now=now)
+        self.tracker = GapTracker(config.backfill, tracked, state, registry, calendar, now=now)
         self._backfiller = Backfiller(self.client, calendar, on_request=self._count_request)
         self._bars = BarSync(
             self.client,
