@@ -29,6 +29,7 @@ from ingestion.config import Settings
 from ingestion.events import IngestionEvent, ReceiveClock
 from ingestion.fred import FredPoller
 from ingestion.health import HealthReporter, StaleDataMonitor
+from ingestion.history.service import HistoryService
 from ingestion.ibkr.normalise import Normaliser
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
@@ -38,7 +39,7 @@ from ingestion.market_session import MarketCalendar
 from ingestion.memory import freeze_startup_heap, pin_mmap_threshold, tune_collector
 from ingestion.metrics import Metrics
 from ingestion.pipeline import Pipeline
-from ingestion.sinks.questdb import QuestDBWriter
+from ingestion.sinks.questdb import QuestDBWriter, http_client
 from ingestion.sinks.schema import SchemaMismatchError
 from ingestion.sinks.valkey import ValkeyCache
 
@@ -72,6 +73,7 @@ class Daemon:
     alert_log: AlertLog
     webhooks: WebhookNotifier
     api: ApiServer | None = None
+    history: HistoryService | None = None
 
 
 def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daemon:
@@ -85,9 +87,26 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
     questdb = QuestDBWriter(settings.questdb, bus, metrics)
     health_ref: list[HealthReporter] = []
     valkey = ValkeyCache(settings.valkey, bus, metrics, status_provider=lambda: health_ref[0].body())
-    pipeline = Pipeline([questdb, valkey], metrics, bus, settings.pipeline.queue_size)
+    supervisor_ref: list[ConnectionSupervisor] = []
+    history = HistoryService(
+        settings.history,
+        [s.symbol for s in settings.universe if "time_and_sales" in s.data],
+        list(settings.symbols),
+        calendar=calendar,
+        state=state,
+        registry=registry,
+        questdb=questdb,
+        http=lambda: http_client(settings.questdb),
+        connection=_LiveConnection(supervisor_ref),
+        bus=bus,
+        metrics=metrics,
+    )
+    # The gap tracker sees live trades as a sink, in the order the QuestDB writer gets them.
+    sinks = [questdb, valkey, history.tracker] if settings.history.enabled else [questdb, valkey]
+    pipeline = Pipeline(sinks, metrics, bus, settings.pipeline.queue_size)
     normaliser = Normaliser(registry, pipeline.put, clock, metrics)
     supervisor = ConnectionSupervisor(settings.ibkr, state, registry, normaliser)
+    supervisor_ref.append(supervisor)
     fred = FredPoller(settings.fred, questdb, bus, metrics, settings.questdb.spool.dir / FRED_STATE_FILE)
     stale = StaleDataMonitor(settings.alerts.stale_after_seconds, state, pipeline, calendar, bus)
     health = HealthReporter(
@@ -100,6 +119,7 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
         stale=stale,
         fred=fred,
         started_monotonic=time.monotonic(),
+        history=history,
     )
     health_ref.append(health)
     alert_log = AlertLog()
@@ -112,8 +132,20 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
         settings, bus, metrics, clock, calendar, state, registry, questdb, valkey, pipeline,
         normaliser, supervisor, fred, stale, health, alert_log, webhooks,
     )  # fmt: skip
+    daemon.history = history
     daemon.api = ApiServer(settings.api, create_app(daemon))
     return daemon
+
+
+class _LiveConnection:
+    """The supervisor's live IB client, for history's requests (the supervisor is built after history)."""
+
+    def __init__(self, supervisor: list[ConnectionSupervisor]) -> None:
+        self._supervisor = supervisor
+
+    @property
+    def ib(self) -> Any:
+        return self._supervisor[0].ib if self._supervisor else None
 
 
 def _record_in(questdb: QuestDBWriter, metrics: Metrics) -> Any:
@@ -172,6 +204,8 @@ async def run(daemon: Daemon, stop: asyncio.Event) -> int:
         asyncio.create_task(daemon.fred.run(), name="fred"),
         asyncio.create_task(daemon.stale.run(), name="stale-data"),
     ]
+    if daemon.history is not None:
+        background.append(asyncio.create_task(daemon.history.run(), name="history"))
     supervisor = asyncio.create_task(daemon.supervisor.run(), name="ibkr")
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
     crashed = await _until_stop_or_crash(stopping, [supervisor, *background])
