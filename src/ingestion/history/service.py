@@ -54,6 +54,8 @@ log = get_logger("history")
 WATCH_SECONDS = 0.5
 IDLE_SECONDS = 0.5
 MAX_RETRIES = 3
+# /health shows history as "failing" this long after its last error.
+ERROR_SHOWN_SECONDS = 600.0
 
 
 @dataclass(slots=True)
@@ -75,6 +77,7 @@ class _Counts:
     pacing_violations: int = 0
     last_error: str | None = None
     last_error_at: str | None = None
+    last_error_monotonic: float | None = None
     bars_up_to_date: dict[str, bool] = field(default_factory=dict)
     bars_synced_at: dict[str, str | None] = field(default_factory=dict)
 
@@ -320,6 +323,7 @@ class HistoryService:
     def _error(self, text: str) -> None:
         self._counts.last_error = text
         self._counts.last_error_at = iso(datetime.now(UTC))
+        self._counts.last_error_monotonic = time.monotonic()
         log.warning("history request failed", error=text)
 
     def status(self) -> dict[str, Any]:
@@ -327,8 +331,12 @@ class HistoryService:
         c = self._counts
         if not self._config.enabled:
             return {"state": "disabled"}
+        recent_error = (
+            c.last_error_monotonic is not None
+            and time.monotonic() - c.last_error_monotonic < ERROR_SHOWN_SECONDS
+        )
         return {
-            "state": "ok" if c.last_error is None else "error",
+            "state": "failing" if recent_error else "ok",
             "bars_up_to_date": dict(c.bars_up_to_date),
             "bars_synced_at": dict(c.bars_synced_at),
             "bars_stored": c.bars_stored,

@@ -1,0 +1,84 @@
+"""The whole daemon against the simulator's market: after an outage, a stall or our own downtime, the
+trades in time_and_sales (live + backfill) are the trades the market produced, one for one."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from history_stack import (
+    SYMBOLS,
+    Market,
+    first_live_second,
+    history_settings,
+    market,
+    running,
+    stored_keys,
+    stored_trades,
+)
+
+from ingestion.app import Daemon
+from questdb_double import QuestDBDouble
+from waiting import wait_for
+
+
+def connected(daemon: Daemon) -> bool:
+    return daemon.state.status == "connected" and daemon.pipeline.last_event_ns is not None
+
+
+def all_filled(daemon: Daemon, at_least: int) -> bool:
+    assert daemon.history is not None
+    status = daemon.history.status()
+    return status["gaps_filled"] + status["gaps_unfilled"] >= at_least and status["gaps_pending"] == 0
+
+
+async def settled(qdb: QuestDBDouble) -> None:
+    """Wait until time_and_sales stops growing (the market is paused, the writer has flushed)."""
+    last = -1
+    while (count := qdb.row_count("time_and_sales")) != last:
+        last = count
+        await asyncio.sleep(0.5)
+
+
+async def assert_one_for_one(mkt: Market, qdb: QuestDBDouble) -> dict[str, tuple[int, int]]:
+    """Per symbol, from the first whole second live saw until the pause: stored == produced."""
+    figures = {}
+    for symbol in SYMBOLS:
+        rows = stored_trades(qdb, symbol)
+        first = first_live_second(rows) + 1
+        stored = stored_keys(rows, first)
+        produced = await mkt.trades(symbol, first, first + 3600)
+        missing, extra = produced - stored, stored - produced
+        assert not missing, (
+            f"{symbol}: {sum(missing.values())} trades of the market never stored: {list(missing)[:5]}"
+        )
+        assert not extra, (
+            f"{symbol}: {sum(extra.values())} stored trades the market never made: {list(extra)[:5]}"
+        )
+        figures[symbol] = (sum(produced.values()), sum(1 for r in rows if r.get("source") == "backfill"))
+    assert qdb.duplicates("time_and_sales") == 0
+    return figures
+
+
+async def test_a_gateway_outage_is_filled_back_exactly_once(tmp_path: Path, valkey_url: str) -> None:
+    with QuestDBDouble() as qdb:
+        async with market() as mkt:
+            settings = history_settings(mkt.sim, qdb, tmp_path, valkey_url)
+            async with running(settings) as daemon:
+                await wait_for(lambda: connected(daemon), 20, "connected with data")
+                await asyncio.sleep(2)
+                await mkt.post("/restart?down=3")
+                await wait_for(lambda: daemon.state.reconnects == 1, 20, "reconnected")
+                await wait_for(lambda: all_filled(daemon, len(SYMBOLS)), 40, "every symbol's gap filled")
+                await asyncio.sleep(1)
+                await mkt.post("/pause")
+                await settled(qdb)
+                figures = await assert_one_for_one(mkt, qdb)
+                assert daemon.history is not None
+                status = daemon.history.status()
+        assert all(recovered > 0 for _, recovered in figures.values()), figures
+        assert status["gaps_filled"] == len(SYMBOLS)
+        assert status["pacing_violations"] == 0
+        events = [r["event"] for r in qdb.rows("ingestion_events")]
+        assert events.count("gap_found") == len(SYMBOLS)
+        assert events.count("gap_filled") == len(SYMBOLS)
