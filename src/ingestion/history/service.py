@@ -61,7 +61,7 @@ ERROR_SHOWN_SECONDS = 600.0
 @dataclass(slots=True)
 class _Pending:
     gap: Gap
-    due: float = 0.0
+    due: float = 0.0  # monotonic
     failures: int = 0
     requests: int = 0
 
@@ -100,6 +100,7 @@ class HistoryService:
         bus: EventBus,
         metrics: Metrics,
         now: Callable[[], float] = time.time,
+        client: HistoryClient | None = None,
     ) -> None:
         self._config = config
         self._symbols = symbols
@@ -111,7 +112,7 @@ class HistoryService:
         self._metrics = metrics
         self._now = now
         self.pacer = Pacer(config.pacing, on_wait=metrics.history_pacing_waits.inc)
-        self.client = HistoryClient(
+        self.client = client or HistoryClient(
             connection, registry, self.pacer, metrics, timeout_seconds=config.pacing.request_timeout_seconds
         )
         tracked = symbols_with_trades if config.backfill.enabled else []
@@ -163,7 +164,7 @@ class HistoryService:
             await self._resolve_downtime()
             for gap in self.tracker.take_ready():
                 self._queue.append(_Pending(gap))
-            now = self._now()
+            now = time.monotonic()
             due = [p for p in self._queue if p.due <= now]
             if due:
                 await self._fill(min(due, key=lambda p: p.gap.opened_at))
@@ -227,7 +228,7 @@ class HistoryService:
     def _failed(self, pending: _Pending, exc: HistoryError) -> None:
         gap = pending.gap
         if isinstance(exc, NotConnected):
-            pending.due = self._now() + 1.0
+            pending.due = time.monotonic() + 1.0
             return
         self._error(f"{gap.symbol} backfill: {exc}")
         if isinstance(exc, PacingViolation):
@@ -240,7 +241,7 @@ class HistoryService:
             self._queue.remove(pending)
             self._unfilled(gap, str(exc))
             return
-        pending.due = self._now() + self._config.pacing.retry_seconds * 2 ** (pending.failures - 1)
+        pending.due = time.monotonic() + self._config.pacing.retry_seconds * 2 ** (pending.failures - 1)
 
     def _unfilled(self, gap: Gap, reason: str) -> None:
         self._counts.gaps_unfilled += 1
