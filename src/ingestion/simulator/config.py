@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ingestion.simulator.contracts import DEFAULT_UNIVERSE, ContractSpec
-
-# 2025-01-02 14:30:00 UTC, i.e. the 09:30 ET open: the simulated clock starts here so that tick
-# content never depends on the wall clock (two runs with the same seed are byte-identical).
-DEFAULT_START_EPOCH_MS = 1_735_828_200_000
+from ingestion.simulator.hours import SESSION_CHOICES
 
 # A realistic total message rate for a handful of subscriptions on a real gateway.
 DEFAULT_RATE = 2_000.0
+
+# Trades (and, separately, quotes) each symbol's tape keeps for history: 250,000 trades are 4.5 MB
+# (18 bytes each; quotes 24), about four hours of a busy ETF at the real rate and at least minutes
+# at saturation; 20 symbols stay under about 200 MB however long the simulator runs.
+DEFAULT_TAPE_LIMIT = 250_000
 
 # The highest version this simulator speaks; at 201 and above IB switches to protobuf bodies.
 MAX_SERVER_VERSION = 178
@@ -38,7 +40,10 @@ class SimulatorConfig:
         next_valid_id: first order id reported after startApi (fixed for determinism).
         server_version: highest API version negotiated (the answer is min(this, client max)).
         depth_rows: rows per side of every depth book.
-        start_epoch_ms: start of the simulated clock used in tick content.
+        session: when the market trades: ``always`` (UTC days, tests at any hour) or ``nyse``.
+        tape_limit: trades and quotes each symbol keeps for history (the oldest go first).
+        hmds_latency: seconds before a historical request is answered (requests are open meanwhile).
+        paused: start with the market paused (``resume`` starts it; tests that need exact content).
         max_frame_size: largest client frame accepted; bigger ones close that client.
         universe: the contracts the simulator knows.
         not_entitled: symbols this account has no market data subscription for: reqMktData,
@@ -58,7 +63,10 @@ class SimulatorConfig:
     next_valid_id: int = 1
     server_version: int = MAX_SERVER_VERSION
     depth_rows: int = 10
-    start_epoch_ms: int = DEFAULT_START_EPOCH_MS
+    session: str = "always"
+    tape_limit: int = DEFAULT_TAPE_LIMIT
+    hmds_latency: float = 0.01
+    paused: bool = False
     max_frame_size: int = 0xFFFFFF
     universe: tuple[ContractSpec, ...] = field(default=DEFAULT_UNIVERSE)
     not_entitled: frozenset[str] = frozenset()
@@ -76,6 +84,15 @@ class SimulatorConfig:
             raise ValueError(msg)
         if not 1 <= self.depth_rows <= 10:
             msg = f"depth_rows must be in 1..10, got {self.depth_rows}"
+            raise ValueError(msg)
+        if self.session not in SESSION_CHOICES:
+            msg = f"session must be one of {SESSION_CHOICES}, got {self.session!r}"
+            raise ValueError(msg)
+        if self.tape_limit < 1000:
+            msg = f"tape_limit must be at least 1000, got {self.tape_limit}"
+            raise ValueError(msg)
+        if self.hmds_latency < 0:
+            msg = "hmds_latency must be >= 0"
             raise ValueError(msg)
         for name in ("max_depth_books", "max_tick_by_tick", "max_market_data_lines"):
             if getattr(self, name) < 0:
