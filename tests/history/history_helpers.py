@@ -14,6 +14,9 @@ class AlwaysOpen:
     def session_at(self, moment: datetime) -> Session:
         return "regular"
 
+    def now(self) -> Session:
+        return "regular"
+
 
 def live_trade(
     symbol: str, second: float, price: float, size: float = 100, exchange: str | None = "ARCA"

@@ -60,25 +60,42 @@ async def assert_one_for_one(mkt: Market, qdb: QuestDBDouble) -> dict[str, tuple
     return figures
 
 
-async def test_a_gateway_outage_is_filled_back_exactly_once(tmp_path: Path, valkey_url: str) -> None:
+async def test_an_outage_a_1100_and_a_silent_stall_are_filled_back_exactly_once(
+    tmp_path: Path, valkey_url: str
+) -> None:
+    """Three kinds of gap in one session at 3,000 msgs/s: a gateway restart (3 s down), IB's 1100 until
+    1102 (3 s) and a silent stall (4 s, shorter than the heartbeat's limit, so the socket stays up)."""
     with QuestDBDouble() as qdb:
         async with market() as mkt:
             settings = history_settings(mkt.sim, qdb, tmp_path, valkey_url)
+            ibkr = settings.ibkr.model_copy(
+                update={"heartbeat_interval_seconds": 2, "heartbeat_timeout_seconds": 8}
+            )
+            settings = settings.model_copy(update={"ibkr": ibkr})
             async with running(settings) as daemon:
                 await wait_for(lambda: connected(daemon), 20, "connected with data")
                 await asyncio.sleep(2)
                 await mkt.post("/restart?down=3")
                 await wait_for(lambda: daemon.state.reconnects == 1, 20, "reconnected")
-                await wait_for(lambda: all_filled(daemon, len(SYMBOLS)), 40, "every symbol's gap filled")
-                await asyncio.sleep(1)
+                await wait_for(lambda: all_filled(daemon, len(SYMBOLS)), 40, "the outage's gaps filled")
+                await mkt.post("/error?code=1100")
+                await asyncio.sleep(3)
+                await mkt.post("/error?code=1102")
+                await wait_for(lambda: all_filled(daemon, 2 * len(SYMBOLS)), 40, "the 1100's gaps filled")
+                await mkt.post("/silence?seconds=4")
+                await wait_for(lambda: all_filled(daemon, 3 * len(SYMBOLS)), 40, "the stall's gaps filled")
                 await mkt.post("/pause")
                 await settled(qdb)
                 figures = await assert_one_for_one(mkt, qdb)
                 assert daemon.history is not None
                 status = daemon.history.status()
+                assert daemon.state.reconnects == 1, "the stall did not cost the connection"
+                hmds = (await mkt.stats())["hmds"]
         assert all(recovered > 0 for _, recovered in figures.values()), figures
-        assert status["gaps_filled"] == len(SYMBOLS)
+        assert status["gaps_filled"] == 3 * len(SYMBOLS)
         assert status["pacing_violations"] == 0
-        events = [r["event"] for r in qdb.rows("ingestion_events")]
-        assert events.count("gap_found") == len(SYMBOLS)
-        assert events.count("gap_filled") == len(SYMBOLS)
+        assert hmds["pacing"] == 0, "the simulator never answered 162"
+        events = [(r["event"], r.get("detail", "")) for r in qdb.rows("ingestion_events")]
+        causes = [detail.split("(")[1].split(")")[0] for event, detail in events if event == "gap_found"]
+        assert sorted(set(causes)) == ["connection", "ib_connectivity", "stall"]
+        assert [e for e, _ in events].count("gap_filled") == 3 * len(SYMBOLS)

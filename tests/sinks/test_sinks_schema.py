@@ -29,8 +29,8 @@ EXPECTED_DDL = [
     "CREATE TABLE IF NOT EXISTS ingestion_events (timestamp TIMESTAMP, event SYMBOL CAPACITY 256 CACHE, "
     "code INT, detail VARCHAR) TIMESTAMP(timestamp) PARTITION BY DAY WAL DEDUP UPSERT KEYS(timestamp, event)",
     "CREATE TABLE IF NOT EXISTS market_data_historical (timestamp TIMESTAMP, "
-    "symbol SYMBOL CAPACITY 256 CACHE, bar_size SYMBOL CAPACITY 32 CACHE, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE, "
-    "wap DOUBLE, bar_count INT) "
+    "symbol SYMBOL CAPACITY 256 CACHE, bar_size SYMBOL CAPACITY 32 CACHE, "
+    "open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE, wap DOUBLE, bar_count INT) "
     "TIMESTAMP(timestamp) PARTITION BY MONTH WAL DEDUP UPSERT KEYS(timestamp, symbol, bar_size)",
 ]
 

@@ -111,6 +111,7 @@ class HistoryService:
         self._bus = bus
         self._metrics = metrics
         self._now = now
+        self._started = now()
         self.pacer = Pacer(config.pacing, on_wait=metrics.history_pacing_waits.inc)
         self.client = client or HistoryClient(
             connection, registry, self.pacer, metrics, timeout_seconds=config.pacing.request_timeout_seconds
@@ -189,7 +190,7 @@ class HistoryService:
             return
         since = self._now() - self._config.backfill.lookback_days * 86400
         try:
-            newest = await self._store.newest_trades(since)
+            newest = await self._store.newest_trades(since, self._started)
             for symbol in symbols:
                 second = newest.get(symbol)
                 stored = await self._store.trades_of_second(symbol, second) if second is not None else []

@@ -60,11 +60,12 @@ class HistoryStore:
                 newest[(str(record["symbol"]), str(record["bar_size"]))] = micros * 1000
         return newest
 
-    async def newest_trades(self, since: float) -> dict[str, int]:
-        """symbol -> second of the newest stored trade (exchange time) received after ``since``."""
+    async def newest_trades(self, since: float, before: float) -> dict[str, int]:
+        """symbol -> second of the newest trade (exchange time) stored between ``since`` and ``before``
+        (this process's start: its own live trades are not the end of an earlier run)."""
         sql = (
             "SELECT symbol, max(exchange_time) AS newest FROM time_and_sales "
-            f"WHERE timestamp >= '{literal(since)}' GROUP BY symbol"
+            f"WHERE timestamp >= '{literal(since)}' AND timestamp < '{literal(before)}' GROUP BY symbol"
         )
         newest = {}
         for record in _records(await execute(self._client, sql)):
