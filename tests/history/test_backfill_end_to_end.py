@@ -99,3 +99,26 @@ async def test_an_outage_a_1100_and_a_silent_stall_are_filled_back_exactly_once(
         causes = [detail.split("(")[1].split(")")[0] for event, detail in events if event == "gap_found"]
         assert sorted(set(causes)) == ["connection", "ib_connectivity", "stall"]
         assert [e for e, _ in events].count("gap_filled") == 3 * len(SYMBOLS)
+
+
+async def test_the_daemons_own_downtime_is_filled_back_from_the_newest_stored_trade(
+    tmp_path: Path, valkey_url: str
+) -> None:
+    """Stopped for 3 s while the market trades on: the next start fills the hole, one for one."""
+    with QuestDBDouble() as qdb:
+        async with market() as mkt:
+            settings = history_settings(mkt.sim, qdb, tmp_path, valkey_url)
+            async with running(settings) as daemon:
+                await wait_for(lambda: connected(daemon), 20, "connected with data")
+                await asyncio.sleep(2)
+            await asyncio.sleep(3)
+            async with running(settings) as daemon:
+                await wait_for(lambda: connected(daemon), 20, "connected again")
+                await wait_for(lambda: all_filled(daemon, len(SYMBOLS)), 40, "the downtime's gaps filled")
+                await mkt.post("/pause")
+                await settled(qdb)
+                figures = await assert_one_for_one(mkt, qdb)
+        assert all(recovered > 0 for _, recovered in figures.values()), figures
+        found = [r["detail"] for r in qdb.rows("ingestion_events") if r["event"] == "gap_found"]
+        assert len(found) == len(SYMBOLS)
+        assert all("(downtime)" in detail for detail in found)
