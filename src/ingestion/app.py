@@ -30,6 +30,7 @@ from ingestion.events import IngestionEvent, ReceiveClock
 from ingestion.fred import FredPoller
 from ingestion.health import HealthReporter, StaleDataMonitor
 from ingestion.history.service import HistoryService
+from ingestion.history.windows import AlwaysOpen
 from ingestion.ibkr.normalise import Normaliser
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
@@ -92,7 +93,7 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
         settings.history,
         [s.symbol for s in settings.universe if "time_and_sales" in s.data],
         list(settings.symbols),
-        calendar=calendar,
+        calendar=AlwaysOpen() if settings.history.market_hours == "always" else calendar,  # type: ignore[arg-type]
         state=state,
         registry=registry,
         questdb=questdb,

@@ -375,6 +375,8 @@ class HistoryConfig(_Section):
     """What the bars are built from."""
     use_rth: bool = False
     """Bars of the regular session only (true) or with extended hours (false)."""
+    market_hours: Literal["nyse", "always"] = "nyse"
+    """When history may ask for data: nyse (its calendar with extended hours), or always (the simulator)."""
     backfill: BackfillConfig = BackfillConfig()
     """Gap backfill of time_and_sales."""
     pacing: PacingConfig = PacingConfig()

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from ingestion.events import Trade
-from ingestion.market_session import Session
+from ingestion.history.windows import AlwaysOpen
 
-
-class AlwaysOpen:
-    """The simulator's `always` sessions: the regular session around the clock."""
-
-    def session_at(self, moment: datetime) -> Session:
-        return "regular"
-
-    def now(self) -> Session:
-        return "regular"
+__all__ = ["AlwaysOpen", "live_trade"]
 
 
 def live_trade(

@@ -20,6 +20,16 @@ class Calendar(Protocol):
 DAY = 86400
 
 
+class AlwaysOpen:
+    """A market that trades around the clock, as the simulator's default sessions do."""
+
+    def session_at(self, moment: datetime) -> Session:
+        return "regular"
+
+    def now(self) -> Session:
+        return "regular"
+
+
 def _open(calendar: Calendar, second: int) -> bool:
     return calendar.session_at(datetime.fromtimestamp(second, UTC)) != "closed"
 
