@@ -128,7 +128,9 @@ class BarPlanner:
         if complete_until - first < size:
             return []
         requests = []
-        for open_first, open_last in open_intervals(self._calendar, first, complete_until - 1):
+        for open_first, open_last in open_intervals(
+            self._calendar, first, complete_until - 1, cut_days=False
+        ):
             start = open_first // size * size
             stop = min(complete_until, (open_last // size + 1) * size)
             while stop - start >= size:

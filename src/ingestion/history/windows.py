@@ -34,9 +34,11 @@ def _open(calendar: Calendar, second: int) -> bool:
     return calendar.session_at(datetime.fromtimestamp(second, UTC)) != "closed"
 
 
-def open_intervals(calendar: Calendar, start: int, end: int) -> list[tuple[int, int]]:
+def open_intervals(
+    calendar: Calendar, start: int, end: int, *, cut_days: bool = True
+) -> list[tuple[int, int]]:
     """The open parts of seconds ``start``..``end`` (both included), as (first, last) seconds, cut at
-    00:00 UTC."""
+    00:00 UTC unless ``cut_days`` is false."""
     intervals: list[tuple[int, int]] = []
     current: int | None = None
     second = start
@@ -45,7 +47,7 @@ def open_intervals(calendar: Calendar, start: int, end: int) -> list[tuple[int, 
         if _open(calendar, second):
             if current is None:
                 current = second
-            if step_end == (second // DAY + 1) * DAY - 1 and step_end < end:
+            if cut_days and step_end == (second // DAY + 1) * DAY - 1 and step_end < end:
                 intervals.append((current, step_end))
                 current = None
         elif current is not None:
