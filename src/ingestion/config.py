@@ -342,9 +342,17 @@ class BackfillConfig(_Section):
     settle_seconds: PositiveSeconds = 5.0
     """After a gap's cause clears, live trades count as complete from this many seconds on."""
     bid_ask: bool = False
-    """Also fill Level 1 gaps from BID_ASK ticks (they count twice in IB's pacing). Not implemented yet."""
+    """Level 1 gaps from BID_ASK ticks (double pacing cost): not available yet, so only false is accepted."""
     give_up_hours: PositiveSeconds = 6.0
     """A gap still unfilled after this long (HMDS down) is reported as unfillable and dropped."""
+
+    @field_validator("bid_ask")
+    @classmethod
+    def _bid_ask_not_yet(cls, value: bool) -> bool:
+        if value:
+            msg = "Level 1 backfill from BID_ASK ticks is not available yet; leave it false"
+            raise ValueError(msg)
+        return value
 
 
 class PacingConfig(_Section):
