@@ -101,7 +101,17 @@ async def test_ticks_stop_at_1000_unless_a_second_needs_completing(sim_factory: 
         client = await IbClient.connect(sim)
         await client.ib.qualifyContractsAsync(SPY)
         client.ib.reqTickByTickData(SPY, "AllLast")
-        await wait_until(lambda: sim.markets["SPY"].trades.count > 3000, within=10)
+        times = sim.markets["SPY"].trades.time_ms
+
+        def second(i: int) -> int:
+            return times[i] // 1000
+
+        def spans_enough() -> bool:
+            # The 1,000th trade from the start is not in the last second, nor the 1,000th from the
+            # end in the first: both requests then end inside the tape.
+            return len(times) > 2000 and second(999) < second(-1) and second(-1000) > second(0)
+
+        await wait_until(spans_enough, within=15)
         sim.pause()
         tape = sim.tape("SPY", 0, 2**62)
         start = tape[0].time_ms // 1000
