@@ -144,3 +144,21 @@ def test_a_rejected_trade_stream_is_a_gap_for_that_symbol_only() -> None:
     world.trade("SPY", T0 + 30, 1.0)
     world.tracker.check()
     assert world.tracker.open["QQQ"].end_s == int(T0 + 30) + 5
+
+
+def test_a_quiet_symbols_next_gap_starts_after_the_window_already_filled_back() -> None:
+    world = connected_world()
+    world.trade("QQQ", T0, 1.0)  # QQQ's last live trade
+    world.state.lost("first")
+    world.tracker.check()
+    world.now = T0 + 10
+    world.connect()
+    world.tracker.check()
+    world.now = T0 + 10 + 5 + 1 + LATENCY_SECONDS
+    first = {g.symbol: g for g in world.tracker.take_ready()}["QQQ"]
+    world.trade("SPY", world.now, 1.0)
+    world.state.lost("second")  # QQQ has not traded since: the new window must not cover the first again
+    world.tracker.check()
+    assert first.end_s is not None
+    assert world.tracker.open["QQQ"].start_s == first.end_s + 1
+    assert world.tracker.open["SPY"].start_s == int(world.now)

@@ -12,7 +12,7 @@ import asyncio
 import copy
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from ib_async import IB, Contract
 
@@ -55,10 +55,11 @@ class Refused(HistoryError):
     retry = False
 
 
-class ConnectionSource:
+class ConnectionSource(Protocol):
     """What the client needs of the connection supervisor: its live ``IB`` object, or None."""
 
-    ib: IB | None
+    @property
+    def ib(self) -> IB | None: ...
 
 
 class HistoryClient:

@@ -103,6 +103,7 @@ class GapTracker:
         self._calendar = calendar
         self._now = now
         self._last: dict[str, _LastSecond] = {}
+        self._covered: dict[str, int] = {}  # last second of the last window handed to the backfill
         self.open: dict[str, Gap] = {}
         self._stalled_since: float | None = None
         self._connected_since: float | None = None
@@ -192,14 +193,21 @@ class GapTracker:
             if not causes:
                 return None
             last = self._last.get(symbol)
-            start = last.second if last is not None else int(now)
+            covered = self._covered.get(symbol)
+            if last is not None and (covered is None or last.second > covered):
+                start, trades = last.second, list(last.trades)
+            elif covered is not None:
+                # No live trade since the last window filled back: start right after it, not before it.
+                start, trades = covered + 1, []
+            else:
+                start, trades = int(now), []
             gap = Gap(
                 symbol,
                 start,
                 now,
                 set(causes),
                 sorted(causes)[0],
-                list(last.trades) if last is not None else [],
+                trades,
                 settle_seconds=self._config.settle_seconds,
             )
             self.open[symbol] = gap
@@ -234,6 +242,9 @@ class GapTracker:
         ready = [g for g in self.open.values() if g.ready(now)]
         for gap in ready:
             del self.open[gap.symbol]
+            end = gap.end_s
+            assert end is not None
+            self._covered[gap.symbol] = end
         return ready
 
     def snapshot(self) -> list[dict[str, Any]]:
