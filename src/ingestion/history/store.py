@@ -1,10 +1,12 @@
 """What history needs to read back from QuestDB: the newest bars, and the newest trades before a restart.
 
-Every statement is plain QuestDB SQL, valid on QuestDB 8 and 9 (questdb.com/docs/query/sql/select,
-/docs/query/sql/group-by, /docs/query/sql/where "timestamp comparison with a string literal"): an explicit
-``GROUP BY`` with ``max()``, and designated-timestamp ranges written as ISO 8601 literals, which QuestDB
-turns into partition pruning (/docs/concept/designated-timestamp). Symbols come from the validated
-configuration (``[A-Z0-9 .-]``), so they cannot break out of their quotes.
+Every statement is plain QuestDB SQL, valid on QuestDB 8 and 9, checked against questdb.com/docs:
+/query/sql/select and /query/sql/group-by (an explicit ``GROUP BY`` must list exactly the non-aggregated
+columns of the SELECT, as here; ``max()`` of a TIMESTAMP is a TIMESTAMP), /query/operators/date-time
+(timestamps compared with ISO 8601 string literals such as ``'2026-12-06T05:00:00.000000Z'``, the form the
+user's own query in CONTRACTS.md uses) and /concept/interval-scan (a range on the designated timestamp
+becomes an interval scan, so each query reads only the partitions it needs). Symbols come from the
+validated configuration (``[A-Z0-9 .-]``), so they cannot break out of their quotes.
 """
 
 from __future__ import annotations
