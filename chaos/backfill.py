@@ -104,24 +104,22 @@ def _stack(workdir: Path) -> Stack:
     return Stack(workdir, rate=RATE, workload="mix", daemon_env=HISTORY_ENV)
 
 
-def outage(options: Options, workdir: Path) -> Outcome:
-    down = 10 if options.quick else 60
+def _gateway_fault(name: str, what: str, path: str, param: str, options: Options, workdir: Path) -> Outcome:
+    seconds = 10 if options.quick else 60
     with _stack(workdir) as stack:
         time.sleep(5)
-        stack.simulator.post("/restart", down=down)
-        time.sleep(down)
-        seconds = _wait_filled(stack, 15, 900)
-        return _verdict("history-outage", f"gateway down {down} s at {RATE:,} msgs/s", stack, seconds, 15)
+        stack.simulator.post(path, **{param: seconds})
+        time.sleep(seconds)
+        filled_in = _wait_filled(stack, 15, 900)
+        return _verdict(name, f"gateway {what} {seconds} s at {RATE:,} msgs/s", stack, filled_in, 15)
+
+
+def outage(options: Options, workdir: Path) -> Outcome:
+    return _gateway_fault("history-outage", "down", "/restart", "down", options, workdir)
 
 
 def stall(options: Options, workdir: Path) -> Outcome:
-    silent = 10 if options.quick else 60
-    with _stack(workdir) as stack:
-        time.sleep(5)
-        stack.simulator.post("/silence", seconds=silent)
-        time.sleep(silent)
-        seconds = _wait_filled(stack, 15, 900)
-        return _verdict("history-stall", f"gateway silent {silent} s at {RATE:,} msgs/s", stack, seconds, 15)
+    return _gateway_fault("history-stall", "silent", "/silence", "seconds", options, workdir)
 
 
 def daemon_down(options: Options, workdir: Path) -> Outcome:

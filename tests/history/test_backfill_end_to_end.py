@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import pytest
 from history_stack import (
     SYMBOLS,
     Market,
@@ -17,9 +19,28 @@ from history_stack import (
     stored_trades,
 )
 
+from api.headless_chromium import INSTALL_HINT, find_chromium, headless_chromium
 from ingestion.app import Daemon
 from questdb_double import QuestDBDouble
 from waiting import wait_for
+
+HISTORY_PANEL = """({state: document.querySelector('#history').dataset.state,
+  filled: document.querySelector('#history-gaps-filled').textContent,
+  pending: document.querySelector('#history-gaps-pending').textContent})"""
+
+
+@pytest.fixture
+def chromium() -> str:
+    binary = find_chromium()
+    if binary is None:
+        pytest.fail(INSTALL_HINT)
+    return binary
+
+
+def sample(metrics: str, series: str) -> float:
+    """The value of one series in Prometheus text."""
+    line = next(line for line in metrics.splitlines() if line.startswith(series + " "))
+    return float(line.rsplit(" ", 1)[1])
 
 
 def connected(daemon: Daemon) -> bool:
@@ -30,6 +51,11 @@ def all_filled(daemon: Daemon, at_least: int) -> bool:
     assert daemon.history is not None
     status = daemon.history.status()
     return status["gaps_filled"] + status["gaps_unfilled"] >= at_least and status["gaps_pending"] == 0
+
+
+async def shown(page: Any) -> dict[str, str] | None:
+    panel = await page.evaluate(HISTORY_PANEL)
+    return panel if panel["state"] and panel["filled"] not in ("", "\u2026") else None
 
 
 async def settled(qdb: QuestDBDouble) -> None:
@@ -91,6 +117,7 @@ async def test_an_outage_a_1100_and_a_silent_stall_are_filled_back_exactly_once(
                 status = daemon.history.status()
                 assert daemon.state.reconnects == 1, "the stall did not cost the connection"
                 hmds = (await mkt.stats())["hmds"]
+                metrics = daemon.metrics.render().decode()
         assert all(recovered > 0 for _, recovered in figures.values()), figures
         assert status["gaps_filled"] == 3 * len(SYMBOLS)
         assert status["pacing_violations"] == 0
@@ -99,12 +126,17 @@ async def test_an_outage_a_1100_and_a_silent_stall_are_filled_back_exactly_once(
         causes = [detail.split("(")[1].split(")")[0] for event, detail in events if event == "gap_found"]
         assert sorted(set(causes)) == ["connection", "ib_connectivity", "stall"]
         assert [e for e, _ in events].count("gap_filled") == 3 * len(SYMBOLS)
+        assert sample(metrics, 'ingestion_history_requests_total{kind="ticks"}') >= status["requests"] > 0
+        backfilled = sum(recovered for _, recovered in figures.values())
+        assert sample(metrics, 'ingestion_history_rows_total{table="time_and_sales"}') == backfilled
+        assert sample(metrics, 'ingestion_history_gaps_total{outcome="filled"}') == 3 * len(SYMBOLS)
 
 
 async def test_the_daemons_own_downtime_is_filled_back_from_the_newest_stored_trade(
-    tmp_path: Path, valkey_url: str
+    tmp_path: Path, valkey_url: str, chromium: str
 ) -> None:
-    """Stopped for 3 s while the market trades on: the next start fills the hole, one for one."""
+    """Stopped for 3 s while the market trades on: the next start fills the hole, one for one, and the
+    status page says so."""
     with QuestDBDouble() as qdb:
         async with market() as mkt:
             settings = history_settings(mkt.sim, qdb, tmp_path, valkey_url)
@@ -118,6 +150,14 @@ async def test_the_daemons_own_downtime_is_filled_back_from_the_newest_stored_tr
                 await mkt.post("/pause")
                 await settled(qdb)
                 figures = await assert_one_for_one(mkt, qdb)
+                assert daemon.api is not None
+                async with headless_chromium(chromium, tmp_path / "profile") as browser:
+                    page = await browser.new_page()
+                    await page.goto(f"http://127.0.0.1:{daemon.api.port}/")
+                    panel = await wait_for(lambda: shown(page), 10, "the history panel")
+        assert panel["state"] == "ok"
+        assert panel["filled"].startswith(f"{len(SYMBOLS)} (")
+        assert panel["pending"] == "0"
         assert all(recovered > 0 for _, recovered in figures.values()), figures
         found = [r["detail"] for r in qdb.rows("ingestion_events") if r["event"] == "gap_found"]
         assert len(found) == len(SYMBOLS)

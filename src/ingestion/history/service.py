@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -43,7 +43,7 @@ from ingestion.history.store import HistoryStore
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.logging import get_logger
-from ingestion.market_session import MarketCalendar
+from ingestion.market_session import NEW_YORK, MarketCalendar
 from ingestion.metrics import Metrics
 from ingestion.sinks.questdb import QuestDBWriter
 from ingestion.sinks.schema import QuestDBUnavailableError, SchemaMismatchError
@@ -131,6 +131,7 @@ class HistoryService:
         self._bar_failures: dict[tuple[str, str], int] = {}
         self._newest_bars: dict[tuple[str, str], int] | None = None
         self._last_session: str | None = None
+        self._last_day: date | None = None
         self._counts = _Counts(bars_up_to_date=dict.fromkeys((b.bar_size for b in config.bars), False))
         self._store: HistoryStore | None = None
         self._http: httpx.AsyncClient | None = None
@@ -254,10 +255,17 @@ class HistoryService:
     # -- bars --------------------------------------------------------------------------------------
 
     def _schedule_bars_on_session_close(self) -> None:
-        session = self._calendar.session_at(datetime.fromtimestamp(self._now(), UTC))
+        """Bars again when a session closes, and at each new day in New York (a market that never
+        closes, as the simulator's, still completes a daily bar a day); a series with nothing new
+        completed costs no request."""
+        moment = datetime.fromtimestamp(self._now(), UTC)
+        session = self._calendar.session_at(moment)
         previous, self._last_session = self._last_session, session
+        day = moment.astimezone(NEW_YORK).date()
+        new_day = self._last_day is not None and day != self._last_day
+        self._last_day = day
         closing = previous in ("pre", "regular") and session in ("after", "closed")
-        if closing or (previous == "after" and session == "closed"):
+        if closing or (previous == "after" and session == "closed") or new_day:
             due = [(s, b) for s in self._symbols for b in self._config.bars]
             self._bars_due.extend(item for item in due if item not in self._bars_due)
             self._newest_bars = None
