@@ -39,7 +39,6 @@ from ingestion.simulator.hours import NEW_YORK, TradingHours, TradingSession
 from ingestion.simulator.market import SymbolMarket
 from ingestion.simulator.pacing import Pacer
 from ingestion.simulator.protocol import ErrorCode, Out, encode, error_frame, format_price
-from ingestion.simulator.tape import ODD_LOT, TRADE_EXCHANGES
 
 log = logging.getLogger(__name__)
 
@@ -406,36 +405,35 @@ class HistoricalFarm:
             last = hi
         fields: list[object]
         if what == "TRADES":
-            trades = market.trades
             fields = [Out.HISTORICAL_TICKS_LAST, req_id, last - first]
             for i in range(first, last):
-                size = trades.size[i]
+                trade = market.trades.trade(i)
                 fields += [
-                    times[i] // 1000,
-                    trades.mask[i],
-                    format_price(trades.price[i]),
-                    size,
-                    TRADE_EXCHANGES[trades.exchange[i]],
-                    ODD_LOT if size < 100 else "",
+                    trade.time_ms // 1000,
+                    trade.mask,
+                    format_price(trade.price_cents),
+                    trade.size,
+                    trade.exchange,
+                    trade.conditions,
                 ]
         elif what == "BID_ASK":
-            quotes = market.quotes
             fields = [Out.HISTORICAL_TICKS_BID_ASK, req_id, last - first]
             for i in range(first, last):
+                quote = market.quotes.quote(i)
                 fields += [
-                    times[i] // 1000,
+                    quote.time_ms // 1000,
                     0,
-                    format_price(quotes.bid[i]),
-                    format_price(quotes.ask[i]),
-                    quotes.bid_size[i],
-                    quotes.ask_size[i],
+                    format_price(quote.bid),
+                    format_price(quote.ask),
+                    quote.bid_size,
+                    quote.ask_size,
                 ]
         else:
-            quotes = market.quotes
             ticks: list[object] = []
             previous = -1
             for i in range(first, last):
-                half = quotes.bid[i] + quotes.ask[i]
+                quote = market.quotes.quote(i)
+                half = quote.bid + quote.ask
                 if half != previous:  # a midpoint tick only when the midpoint moves
                     ticks += [times[i] // 1000, 0, f"{half // 200}.{half % 200 * 5:03d}", 0]
                     previous = half

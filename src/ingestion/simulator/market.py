@@ -483,9 +483,27 @@ class SymbolMarket:
         return sent
 
     def _quoted(self, now_ms: int, bar: MinuteBar) -> None:
-        q = self.book
-        self.quotes.append(now_ms, q.bid, q.ask, q.bid_size, q.ask_size)
-        bar.add_quote(q.bid, q.ask)
+        """Record the top of book on the tape and in the minute (written out: the hot path)."""
+        q, quotes = self.book, self.quotes
+        bid, ask = q.bid, q.ask
+        quotes.time_ms.append(now_ms)
+        quotes.prices.append(bid << 32 | ask)
+        quotes.sizes.append(q.bid_size << 32 | q.ask_size)
+        if len(quotes.time_ms) > quotes.limit:
+            quotes.trim()
+        mid = bid + ask
+        if mid > bar.mid_high:
+            bar.mid_high = mid
+        elif mid < bar.mid_low:
+            bar.mid_low = mid
+        bar.mid_close = mid
+        bar.bid_sum += bid
+        bar.ask_sum += ask
+        bar.quotes += 1
+        if ask > bar.ask_high:
+            bar.ask_high = ask
+        if bid < bar.bid_low:
+            bar.bid_low = bid
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,9 +46,9 @@ class Quote:
 
 
 class TradeTape:
-    """The trades of one symbol, oldest first, at most ``limit`` of them."""
+    """The trades of one symbol, oldest first, at most ``limit`` of them (17 bytes a trade)."""
 
-    __slots__ = ("count", "exchange", "limit", "mask", "price", "size", "time_ms")
+    __slots__ = ("count", "flags", "limit", "price", "size", "time_ms")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -56,19 +56,17 @@ class TradeTape:
         self.time_ms = array("q")
         self.price = array("i")
         self.size = array("i")
-        self.exchange = array("B")
-        self.mask = array("B")
+        self.flags = array("B")  # exchange index * 4 + attribute mask
 
     def append(self, time_ms: int, price: int, size: int, exchange: int, mask: int) -> None:
         self.time_ms.append(time_ms)
         self.price.append(price)
         self.size.append(size)
-        self.exchange.append(exchange)
-        self.mask.append(mask)
+        self.flags.append(exchange << 2 | mask)
         self.count += 1
         if len(self.time_ms) > self.limit:
             drop = max(1, self.limit // 4)
-            for column in (self.time_ms, self.price, self.size, self.exchange, self.mask):
+            for column in (self.time_ms, self.price, self.size, self.flags):
                 del column[:drop]
 
     def __len__(self) -> int:
@@ -83,9 +81,8 @@ class TradeTape:
         return bisect_left(self.time_ms, time_ms)
 
     def trade(self, i: int) -> Trade:
-        return Trade(
-            self.time_ms[i], self.price[i], self.size[i], TRADE_EXCHANGES[self.exchange[i]], self.mask[i]
-        )
+        flags = self.flags[i]
+        return Trade(self.time_ms[i], self.price[i], self.size[i], TRADE_EXCHANGES[flags >> 2], flags & 3)
 
     def between(self, start_ms: int, end_ms: int) -> list[Trade]:
         """Held trades with ``start_ms <= time_ms < end_ms``, oldest first."""
@@ -93,28 +90,32 @@ class TradeTape:
 
 
 class QuoteTape:
-    """The top-of-book changes of one symbol, oldest first, at most ``limit`` of them."""
+    """The top-of-book changes of one symbol, oldest first, at most ``limit`` of them (24 bytes
+    each: both prices in one column, both sizes in another, each pair packed as high << 32 | low).
 
-    __slots__ = ("ask", "ask_size", "bid", "bid_size", "limit", "time_ms")
+    The market appends to the columns itself (its hot path) and calls ``trim`` past the limit.
+    """
+
+    __slots__ = ("limit", "prices", "sizes", "time_ms")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.time_ms = array("q")
-        self.bid = array("i")
-        self.ask = array("i")
-        self.bid_size = array("i")
-        self.ask_size = array("i")
+        self.prices = array("q")
+        self.sizes = array("q")
 
     def append(self, time_ms: int, bid: int, ask: int, bid_size: int, ask_size: int) -> None:
         self.time_ms.append(time_ms)
-        self.bid.append(bid)
-        self.ask.append(ask)
-        self.bid_size.append(bid_size)
-        self.ask_size.append(ask_size)
+        self.prices.append(bid << 32 | ask)
+        self.sizes.append(bid_size << 32 | ask_size)
         if len(self.time_ms) > self.limit:
-            drop = max(1, self.limit // 4)
-            for column in (self.time_ms, self.bid, self.ask, self.bid_size, self.ask_size):
-                del column[:drop]
+            self.trim()
+
+    def trim(self) -> None:
+        """Drop the oldest quarter."""
+        drop = max(1, self.limit // 4)
+        for column in (self.time_ms, self.prices, self.sizes):
+            del column[:drop]
 
     def __len__(self) -> int:
         return len(self.time_ms)
@@ -123,7 +124,8 @@ class QuoteTape:
         return bisect_left(self.time_ms, time_ms)
 
     def quote(self, i: int) -> Quote:
-        return Quote(self.time_ms[i], self.bid[i], self.ask[i], self.bid_size[i], self.ask_size[i])
+        prices, sizes = self.prices[i], self.sizes[i]
+        return Quote(self.time_ms[i], prices >> 32, prices & 0xFFFFFFFF, sizes >> 32, sizes & 0xFFFFFFFF)
 
 
 class MinuteBar:
@@ -168,18 +170,3 @@ class MinuteBar:
         self.volume += size
         self.notional += price * size
         self.count += 1
-
-    def add_quote(self, bid: int, ask: int) -> None:
-        mid = bid + ask
-        if mid > self.mid_high:
-            self.mid_high = mid
-        elif mid < self.mid_low:
-            self.mid_low = mid
-        self.mid_close = mid
-        self.bid_sum += bid
-        self.ask_sum += ask
-        self.quotes += 1
-        if ask > self.ask_high:
-            self.ask_high = ask
-        if bid < self.bid_low:
-            self.bid_low = bid
