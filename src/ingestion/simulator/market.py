@@ -49,6 +49,8 @@ __all__ = ["SMART_DEPTH_EXCHANGES", "TRADE_EXCHANGES", "DepthBook", "SymbolMarke
 
 # The price path advances one step every this many events of a symbol.
 PATH_EVENTS: Final = 16
+# Minute aggregates kept per symbol (ten days of minutes; bars of older live time are gone).
+MINUTES_KEPT: Final = 10 * 1440
 # Probability of each event kind; the rest are size changes.
 P_TRADE: Final = 0.4
 P_MOVE: Final = 0.7
@@ -417,8 +419,7 @@ class SymbolMarket:
         self.now_ms = now_ms
         minute = now_ms // 60_000
         if minute != self._minute:
-            self._minute = minute
-            self._bar = self.minutes[minute] = MinuteBar(q.bid, q.ask)
+            self._new_minute(minute)
         bar = self._bar
         assert bar is not None
         r = rng.random()
@@ -481,6 +482,13 @@ class SymbolMarket:
             for book in self.depth:
                 sent += book.step()
         return sent
+
+    def _new_minute(self, minute: int) -> None:
+        q, minutes = self.book, self.minutes
+        self._minute = minute
+        self._bar = minutes[minute] = MinuteBar(q.bid, q.ask)
+        if len(minutes) > MINUTES_KEPT:
+            del minutes[next(iter(minutes))]  # the oldest: dicts keep insertion order
 
     def _quoted(self, now_ms: int, bar: MinuteBar) -> None:
         """Record the top of book on the tape and in the minute (written out: the hot path)."""
