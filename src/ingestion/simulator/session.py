@@ -7,10 +7,12 @@ import enum
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final, Protocol, cast
 
 from ingestion.simulator import stats
-from ingestion.simulator.contracts import ContractSpec
+from ingestion.simulator.config import SimulatorConfig
+from ingestion.simulator.contracts import ContractSpec, Universe
+from ingestion.simulator.history import HistoricalFarm
 from ingestion.simulator.market import DepthView, MarketData, SymbolMarket, TickByTick
 from ingestion.simulator.protocol import (
     ERROR_TEXTS,
@@ -30,9 +32,6 @@ from ingestion.simulator.protocol import (
     split_fields,
 )
 
-if TYPE_CHECKING:
-    from ingestion.simulator.server import Simulator
-
 log = logging.getLogger(__name__)
 
 # The handshake payload is a short version string; anything longer is not a TWS client.
@@ -42,6 +41,24 @@ WRITE_HIGH_WATER: Final = 4 * 1024 * 1024
 
 # IB's marketDataType answer per requested type: live data is available, frozen stays frozen.
 _REPORTED_DATA_TYPE: Final = {1: 1, 2: 2, 3: 1, 4: 2}
+
+
+class Gateway(Protocol):
+    """What a connection needs of the simulator it belongs to (``server.Simulator``)."""
+
+    config: SimulatorConfig
+    stats: stats.Stats
+    universe: Universe
+    markets: dict[str, SymbolMarket]
+    history: HistoricalFarm
+    silenced: bool
+
+    @property
+    def hmds_notice(self) -> int: ...
+    def now_ms(self) -> int: ...
+    def session_opened(self, session: Session) -> None: ...
+    def session_closed(self, session: Session) -> None: ...
+    def claim_client_id(self, client_id: int, session: Session) -> bool: ...
 
 
 class State(enum.Enum):
@@ -62,7 +79,7 @@ class Session(asyncio.Protocol):
     event-loop turn.
     """
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Gateway) -> None:
         self.sim = sim
         self.config = sim.config
         self.transport: asyncio.Transport | None = None

@@ -3,7 +3,7 @@
 A tape keeps its newest ``limit`` records in ``array`` columns (18 bytes a trade, 24 a quote), so
 that hours of a busy market fit in tens of megabytes; beyond the limit the oldest quarter is
 dropped at once (amortised O(1) per record). Minute aggregates, from which every bar is built, are
-kept for the whole run: one small row per minute and symbol.
+kept for ten days: one small row per minute and symbol.
 """
 
 from __future__ import annotations
