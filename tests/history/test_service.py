@@ -16,7 +16,7 @@ from history_helpers import AlwaysOpen
 from ingestion.bus import EventBus
 from ingestion.config import HistoryConfig, Settings
 from ingestion.events import Trade
-from ingestion.history.client import NoData, PacingViolation
+from ingestion.history.client import NoData, PacingViolation, RequestTimedOut
 from ingestion.history.service import MAX_RETRIES, HistoryService
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
@@ -68,7 +68,9 @@ def qdb() -> Iterator[QuestDBDouble]:
 
 
 @asynccontextmanager
-async def service(qdb: QuestDBDouble, script: list[Any]) -> AsyncIterator[tuple[HistoryService, Any]]:
+async def service(
+    qdb: QuestDBDouble, script: list[Any], give_up_hours: float = 6.0
+) -> AsyncIterator[tuple[HistoryService, Any]]:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{qdb.port}") as http:
         await apply_schema(http)
     clock = SimpleNamespace(now=float(T0))
@@ -79,7 +81,7 @@ async def service(qdb: QuestDBDouble, script: list[Any]) -> AsyncIterator[tuple[
     config = HistoryConfig.model_validate(
         {
             "bars": [],
-            "backfill": {"settle_seconds": 1, "stall_seconds": 3600},
+            "backfill": {"settle_seconds": 1, "stall_seconds": 3600, "give_up_hours": give_up_hours},
             "pacing": {"retry_seconds": 0.05},
         }
     )
@@ -170,3 +172,20 @@ async def test_a_window_ib_has_no_data_for_is_reported_once_with_the_reason(qdb:
     assert len(world.ib.requests) == 1
     (unfilled,) = events(world, "gap_unfilled")
     assert "no data" in unfilled
+
+
+async def test_an_hmds_that_does_not_answer_is_waited_for_then_the_gap_is_reported_once(
+    qdb: QuestDBDouble,
+) -> None:
+    """Timeouts are retried beyond the retry limit of other failures, until give_up_hours (36 s here)."""
+    script = [RequestTimedOut("no answer within 60 s (is the HMDS farm down?)")] * 50
+    async with service(qdb, script, give_up_hours=0.01) as (history, world):
+        await wait_for(lambda: len(world.ib.requests) > MAX_RETRIES + 1, 10, "retries past the usual limit")
+        assert history.status()["gaps_unfilled"] == 0
+        world.clock.now = T0 + 40
+        await wait_for(lambda: history.status()["gaps_unfilled"] == 1, 10, "the gap given up")
+        asked = len(world.ib.requests)
+        await asyncio.sleep(0.5)
+        assert len(world.ib.requests) == asked, "nothing more is asked for a gap given up"
+    (unfilled,) = events(world, "gap_unfilled")
+    assert "HMDS" in unfilled

@@ -8,7 +8,7 @@ Two loops, both on the event loop and neither in the path of live data:
   found meanwhile waits for at most one bar series.
 
 Failures never loop: a request that times out, finds no connection or meets a 162 is retried after
-``retry_seconds``, doubling, at most ``MAX_RETRIES`` times for a 162 or a refusal, and until
+``retry_seconds``, doubling up to eight times that; at most ``MAX_RETRIES`` times for a 162, and until
 ``give_up_hours`` for an HMDS that does not answer; then the gap (or bar series) is reported once as
 not filled, with the reason, and the loop goes on with the rest.
 """
@@ -243,7 +243,7 @@ class HistoryService:
             self._queue.remove(pending)
             self._unfilled(gap, str(exc))
             return
-        pending.due = time.monotonic() + self._config.pacing.retry_seconds * 2 ** (pending.failures - 1)
+        pending.due = time.monotonic() + self._config.pacing.retry_seconds * 2 ** min(pending.failures - 1, 3)
 
     def _unfilled(self, gap: Gap, reason: str) -> None:
         self._counts.gaps_unfilled += 1
