@@ -31,6 +31,8 @@ MAX_CATCH_UP_SECONDS: Final = 0.05
 CHUNK: Final = 4096
 # Messages per event an observer of every symbol would get: sets the pace before anyone subscribes.
 NOMINAL_MESSAGES_PER_EVENT: Final = 3.0
+# The pace unobserved symbols keep is measured over this long.
+PACE_WINDOW_SECONDS: Final = 0.5
 # Unobserved symbols never trade faster than this many events per second (unthrottled benches).
 MAX_IDLE_PACE: Final = 1000.0
 
@@ -60,6 +62,7 @@ class Simulator:
         self._market_list = list(self.markets.values())
         self._cursor = 0
         self._pace = self._nominal_pace()
+        self._measured = [0.0, 0.0]  # events per observed symbol, seconds: the pace being measured
         self._idle_credit = 0.0
         self.paused = config.paused
         self.connectivity_lost = False
@@ -198,8 +201,8 @@ class Simulator:
                 if self.rate:
                     self._credit -= sent
             per_symbol = (sum(m.events for m in active) - events_before) / len(active)
-            if elapsed > 0 and self.rate:
-                self._pace = per_symbol / elapsed
+            if self.rate:
+                self._measure_pace(per_symbol, elapsed)
             idle_due = min(per_symbol, MAX_IDLE_PACE * elapsed)
         else:
             self._credit = 0.0
@@ -215,6 +218,17 @@ class Simulator:
                     market.step(now_ms, deliver=False)
         self._flush()
         return more
+
+    def _measure_pace(self, events: float, elapsed: float) -> None:
+        """Average the events per observed symbol over half a second: the pace symbols keep when
+        nobody observes them (a single turn may have had no budget at all)."""
+        measured = self._measured
+        measured[0] += events
+        measured[1] += elapsed
+        if measured[1] >= PACE_WINDOW_SECONDS:
+            if measured[0] > 0:
+                self._pace = measured[0] / measured[1]
+            measured[0] = measured[1] = 0.0
 
     def _step_observed(self, markets: list[SymbolMarket], budget: float, now_ms: int) -> int:
         """Step ``markets`` round-robin until ``budget`` messages were rendered; returns how many."""
@@ -242,6 +256,7 @@ class Simulator:
             raise ValueError(msg)
         if rate and self.rate:
             self._pace *= rate / self.rate  # unobserved symbols follow the change at once
+            self._measured[0] = self._measured[1] = 0.0
         self.rate = rate
         self._wake.set()
 
