@@ -15,8 +15,8 @@ from ingestion.simulator.server import Simulator
 
 ibapi_client = pytest.importorskip("ibapi.client")
 from ibapi.common import BarData  # noqa: E402
-from ibapi.contract import Contract  # noqa: E402
 from ibapi.wrapper import EWrapper  # noqa: E402
+from test_ibapi import spy  # noqa: E402
 
 WAIT = 10.0
 
@@ -60,15 +60,6 @@ class HistoryApp(EWrapper, ibapi_client.EClient):  # type: ignore[misc]
         if reqId >= 0:
             self.errors[reqId] = (errorCode, errorString)
             self.done[reqId].set()
-
-
-def spy() -> Contract:
-    contract = Contract()
-    contract.symbol = "SPY"
-    contract.secType = "STK"
-    contract.exchange = "SMART"
-    contract.currency = "USD"
-    return contract
 
 
 def run(port: int, requests: Callable[[HistoryApp], list[int]]) -> HistoryApp:

@@ -43,6 +43,9 @@ WRITE_HIGH_WATER: Final = 4 * 1024 * 1024
 _REPORTED_DATA_TYPE: Final = {1: 1, 2: 2, 3: 1, 4: 2}
 
 
+HistoryHandler = Callable[["Session", int, ContractSpec, list[str]], None]
+
+
 class Gateway(Protocol):
     """What a connection needs of the simulator it belongs to (``server.Simulator``)."""
 
@@ -488,35 +491,29 @@ class Session(asyncio.Protocol):
 
     # ------------------------------------------------------------------ history
 
-    def _req_historical_data(self, fields: list[str]) -> None:
+    def _history_request(self, fields: list[str], serve: HistoryHandler) -> None:
+        """reqHistoricalData, reqHeadTimeStamp, reqHistoricalTicks: reqId, then the contract."""
         req_id = int(fields[1])
         spec = self._resolve(fields, 2)
         if spec is None:
             self.send_error(req_id, ErrorCode.NO_SECURITY_DEFINITION)
             return
-        self.sim.history.historical_data(self, req_id, spec, fields)
+        serve(self, req_id, spec, fields)
+
+    def _req_historical_data(self, fields: list[str]) -> None:
+        self._history_request(fields, self.sim.history.historical_data)
+
+    def _req_head_timestamp(self, fields: list[str]) -> None:
+        self._history_request(fields, self.sim.history.head_timestamp)
+
+    def _req_historical_ticks(self, fields: list[str]) -> None:
+        self._history_request(fields, self.sim.history.historical_ticks)
 
     def _cancel_historical_data(self, fields: list[str]) -> None:
         self.sim.history.cancel(self, int(fields[2]))
 
-    def _req_head_timestamp(self, fields: list[str]) -> None:
-        req_id = int(fields[1])
-        spec = self._resolve(fields, 2)
-        if spec is None:
-            self.send_error(req_id, ErrorCode.NO_SECURITY_DEFINITION)
-            return
-        self.sim.history.head_timestamp(self, req_id, spec, fields)
-
     def _cancel_head_timestamp(self, fields: list[str]) -> None:
         self.sim.history.cancel(self, int(fields[1]))
-
-    def _req_historical_ticks(self, fields: list[str]) -> None:
-        req_id = int(fields[1])
-        spec = self._resolve(fields, 2)
-        if spec is None:
-            self.send_error(req_id, ErrorCode.NO_SECURITY_DEFINITION)
-            return
-        self.sim.history.historical_ticks(self, req_id, spec, fields)
 
     # ------------------------------------------------------------------- faults
 
