@@ -36,15 +36,18 @@ def tick(second: int, price: Any, size: Any = 100, exchange: str = "ARCA") -> An
 
 
 class ScriptedIB:
-    """Answers trade_ticks from a script of results or exceptions, one per request."""
+    """Answers trade_ticks from a script (one per symbol, or shared): a result or an exception per request."""
 
-    def __init__(self, script: list[Any]) -> None:
+    def __init__(self, script: list[Any] | dict[str, list[Any]]) -> None:
         self.script = script
         self.requests: list[int] = []
+        self.symbols: list[str] = []
 
     async def trade_ticks(self, symbol: str, start: int, what: str = "TRADES") -> list[Any]:
         self.requests.append(start)
-        step = self.script.pop(0) if self.script else []
+        self.symbols.append(symbol)
+        script = self.script[symbol] if isinstance(self.script, dict) else self.script
+        step = script.pop(0) if script else []
         if isinstance(step, Exception):
             raise step
         return step
@@ -69,14 +72,14 @@ def qdb() -> Iterator[QuestDBDouble]:
 
 @asynccontextmanager
 async def service(
-    qdb: QuestDBDouble, script: list[Any], give_up_hours: float = 6.0
+    qdb: QuestDBDouble, script: Any, give_up_hours: float = 6.0, symbols: tuple[str, ...] = ("SPY",)
 ) -> AsyncIterator[tuple[HistoryService, Any]]:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{qdb.port}") as http:
         await apply_schema(http)
     clock = SimpleNamespace(now=float(T0))
     bus = EventBus()
     metrics = Metrics()
-    settings = Settings.model_validate({"universe": ["SPY"]})
+    settings = Settings.model_validate({"universe": list(symbols)})
     state = ConnectionState(bus, metrics, "127.0.0.1", 4002)
     config = HistoryConfig.model_validate(
         {
@@ -90,7 +93,7 @@ async def service(
     bus.subscribe(lambda e: published.append((e.event, e.detail)))
     ib = ScriptedIB(script)
     history = HistoryService(
-        config, ["SPY"], ["SPY"], calendar=AlwaysOpen(), state=state,  # type: ignore[arg-type]
+        config, list(symbols), list(symbols), calendar=AlwaysOpen(), state=state,  # type: ignore[arg-type]
         registry=SubscriptionRegistry(settings, bus, metrics), questdb=sink,  # type: ignore[arg-type]
         http=lambda: httpx.AsyncClient(base_url=f"http://127.0.0.1:{qdb.port}"),
         connection=SimpleNamespace(ib=None), bus=bus, metrics=metrics, now=lambda: clock.now,
@@ -189,3 +192,23 @@ async def test_an_hmds_that_does_not_answer_is_waited_for_then_the_gap_is_report
         assert len(world.ib.requests) == asked, "nothing more is asked for a gap given up"
     (unfilled,) = events(world, "gap_unfilled")
     assert "HMDS" in unfilled
+
+
+def full_answer(first: int) -> list[Any]:
+    """1,000 trades, 200 in each of five seconds from ``first``: IB has more after them."""
+    return [tick(first + i // 200, 1.0 + i / 10_000) for i in range(1000)]
+
+
+async def test_a_long_gap_is_read_a_request_at_a_time_and_does_not_hold_up_a_short_one(
+    qdb: QuestDBDouble,
+) -> None:
+    script = {
+        "SPY": [full_answer(T0), full_answer(T0 + 5), [tick(T0 + 10, 2.0)]],
+        "QQQ": [[tick(T0 + 3, 3.0)]],
+    }
+    async with service(qdb, script, symbols=("SPY", "QQQ")) as (history, world):
+        await wait_for(lambda: history.status()["gaps_filled"] == 2, 5, "both gaps filled")
+    assert world.ib.symbols == ["SPY", "QQQ", "SPY", "SPY"]
+    assert world.ib.requests[2:] == [T0 + 5, T0 + 10], "each request starts after the last whole second"
+    spy = [r for r in world.sink.rows if r.symbol == "SPY"]
+    assert len(spy) == 2000  # every trade but the one live stored at T0 (the first, price 1.0)

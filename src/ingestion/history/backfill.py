@@ -2,15 +2,16 @@
 
 For each open part of the gap's window, ticks are read forward from its first second, 1,000 at a time
 (IB completes the last second of each answer), until the window's last second is covered or IB has no
-more. The edge rule of edges.py then picks the trades the live stream did not store; they go to QuestDB
-as ``source='backfill'`` rows. A tick with missing or garbage fields is logged and skipped.
+more; one request per step, so that one long gap does not hold up the others. The edge rule of edges.py
+then picks the trades the live stream did not store; they go to QuestDB as ``source='backfill'`` rows.
+A tick with missing or garbage fields is logged and skipped.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,11 +36,28 @@ class HistoricalTrade:
 
 
 @dataclass(slots=True)
-class FillResult:
-    trades: list[Trade]
-    requests: int
-    historical: int
-    skipped: int
+class GapFill:
+    """A gap being read from IB, one request at a time: where the next request starts, and what came."""
+
+    gap: Gap
+    intervals: list[tuple[int, int]]  # the open parts of the window, (first, last) seconds
+    index: int = 0
+    cursor: int | None = None  # the next request's first second, within intervals[index]
+    history: list[HistoricalTrade] = field(default_factory=list)
+    requests: int = 0
+    skipped: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.intervals)
+
+    def advance(self, start: int) -> None:
+        """The next request starts at ``start``, or in the next open interval if past this one."""
+        if start > self.intervals[self.index][1]:
+            self.index += 1
+            self.cursor = None
+        else:
+            self.cursor = start
 
 
 def parse_tick(tick: Any) -> HistoricalTrade | None:
@@ -69,36 +87,39 @@ class Backfiller:
         self._calendar = calendar
         self._on_request = on_request
 
-    async def fill(self, gap: Gap) -> FillResult:
-        """The missing trades of ``gap``; raises the client's errors (the caller retries or reports)."""
+    def begin(self, gap: Gap) -> GapFill:
+        """The reading of ``gap``'s window: its open parts only (no request for closed-market time)."""
         assert gap.start_s is not None
         end = gap.end_s
         assert end is not None
-        history: list[HistoricalTrade] = []
-        requests = skipped = 0
-        for first, last in open_intervals(self._calendar, gap.start_s, end):
-            start = first
-            while start <= last:
-                ticks = await self._client.trade_ticks(gap.symbol, start)
-                requests += 1
-                self._on_request()
-                parsed = [parse_tick(t) for t in ticks]
-                good = [p for p in parsed if p is not None]
-                if len(good) < len(parsed):
-                    skipped += len(parsed) - len(good)
-                    log.warning(
-                        "historical ticks with missing or garbage fields skipped",
-                        symbol=gap.symbol,
-                        skipped=len(parsed) - len(good),
-                    )
-                history.extend(p for p in good if first <= p.tape.second <= last)
-                if len(ticks) < TICKS_PER_REQUEST or not good:
-                    break
-                newest = max(p.tape.second for p in good)
-                if newest >= last:
-                    break
-                start = max(newest + 1, start + 1)
-        return FillResult(self._rows(gap, history), requests, len(history), skipped)
+        return GapFill(gap, open_intervals(self._calendar, gap.start_s, end))
+
+    async def step(self, fill: GapFill) -> None:
+        """One request; raises the client's errors, leaving ``fill`` where it was (the caller retries)."""
+        first, last = fill.intervals[fill.index]
+        start = first if fill.cursor is None else fill.cursor
+        ticks = await self._client.trade_ticks(fill.gap.symbol, start)
+        fill.requests += 1
+        self._on_request()
+        parsed = [parse_tick(t) for t in ticks]
+        good = [p for p in parsed if p is not None]
+        if len(good) < len(parsed):
+            fill.skipped += len(parsed) - len(good)
+            log.warning(
+                "historical ticks with missing or garbage fields skipped",
+                symbol=fill.gap.symbol,
+                skipped=len(parsed) - len(good),
+            )
+        fill.history.extend(p for p in good if first <= p.tape.second <= last)
+        if len(ticks) < TICKS_PER_REQUEST or not good:
+            fill.advance(last + 1)  # IB has no more in this interval
+        else:
+            # IB completes the last second of an answer, so the next request starts after it.
+            fill.advance(max(max(p.tape.second for p in good) + 1, start + 1))
+
+    def rows(self, fill: GapFill) -> list[Trade]:
+        """The trades of ``fill`` that live did not store, as backfill rows (see edges.py)."""
+        return self._rows(fill.gap, fill.history)
 
     def _rows(self, gap: Gap, history: Sequence[HistoricalTrade]) -> list[Trade]:
         assert gap.start_s is not None

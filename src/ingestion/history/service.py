@@ -26,7 +26,7 @@ import httpx
 
 from ingestion.bus import EventBus
 from ingestion.config import BarSeriesConfig, HistoryConfig
-from ingestion.history.backfill import Backfiller
+from ingestion.history.backfill import Backfiller, GapFill
 from ingestion.history.bars import BarPlanner, BarSync
 from ingestion.history.client import (
     ConnectionSource,
@@ -61,9 +61,10 @@ ERROR_SHOWN_SECONDS = 600.0
 @dataclass(slots=True)
 class _Pending:
     gap: Gap
+    fill: GapFill
     due: float = 0.0  # monotonic
+    served: float = 0.0  # monotonic: the gap served least recently goes next
     failures: int = 0
-    requests: int = 0
 
 
 @dataclass(slots=True)
@@ -165,11 +166,11 @@ class HistoryService:
                 continue
             await self._resolve_downtime()
             for gap in self.tracker.take_ready():
-                self._queue.append(_Pending(gap))
+                self._queue.append(_Pending(gap, self._backfiller.begin(gap)))
             now = time.monotonic()
             due = [p for p in self._queue if p.due <= now]
             if due:
-                await self._fill(min(due, key=lambda p: p.gap.opened_at))
+                await self._fill(min(due, key=lambda p: (p.served, p.gap.opened_at)))
             elif self._bars_due and await self._load_newest_bars():
                 await self._sync_bars(*self._bars_due[0])
             else:
@@ -202,29 +203,35 @@ class HistoryService:
             self._error(f"reading the newest stored trades: {exc}")
 
     async def _fill(self, pending: _Pending) -> None:
-        gap = pending.gap
-        try:
-            result = await self._backfiller.fill(gap)
-        except HistoryError as exc:
-            self._failed(pending, exc)
-            return
-        pending.requests += result.requests
+        """One request of the gap served least recently; the gap's rows once its window is read."""
+        gap, fill = pending.gap, pending.fill
+        if not fill.done:
+            try:
+                await self._backfiller.step(fill)
+            except HistoryError as exc:
+                self._failed(pending, exc)
+                return
+            pending.served = time.monotonic()
+            if not fill.done:
+                return
+        trades = self._backfiller.rows(fill)
         self._queue.remove(pending)
-        if result.trades:
-            self._questdb.accept_many(result.trades)
-            self._metrics.history_rows.labels("time_and_sales").inc(len(result.trades))
+        if trades:
+            self._questdb.accept_many(trades)
+            self._metrics.history_rows.labels("time_and_sales").inc(len(trades))
         self._counts.gaps_filled += 1
-        self._counts.trades_recovered += len(result.trades)
+        self._counts.trades_recovered += len(trades)
         self._metrics.history_gaps.labels("filled").inc()
         assert gap.start_s is not None
         assert gap.end_s is not None
         length = gap.end_s + 1 - gap.start_s
+        closed = "" if fill.intervals else ", the market was closed throughout"
         detail = (
             f"{gap.symbol}: gap {utc_second(gap.start_s)} .. {utc_second(gap.end_s + 1)} ({length} s, "
-            f"{gap.first_cause}) filled: {len(result.trades)} trades recovered of {result.historical} IB had "
-            f"in the window, {pending.requests} requests"
+            f"{gap.first_cause}) filled: {len(trades)} trades recovered of {len(fill.history)} IB had "
+            f"in the window, {fill.requests} requests{closed}"
         )
-        log.info("gap in time_and_sales filled", symbol=gap.symbol, trades=len(result.trades), seconds=length)
+        log.info("gap in time_and_sales filled", symbol=gap.symbol, trades=len(trades), seconds=length)
         self._bus.publish("gap_filled", detail)
 
     def _failed(self, pending: _Pending, exc: HistoryError) -> None:
