@@ -82,6 +82,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_mb(pid: int) -> float:
+    """Resident set size of process ``pid`` in MB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def count_frames(sock: socket.socket, seconds: float) -> tuple[int, int, float]:
     """Frames and bytes received during ``seconds`` after the first byte."""
     version = b"v157..178"
@@ -133,12 +141,13 @@ def main() -> int:
             cpu_before = cpu_seconds(server.pid)
             frames, total, elapsed = count_frames(sock, args.seconds)
             cpu = cpu_seconds(server.pid) - cpu_before
+            rss = rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait(10)
     print(f"{frames} messages, {total / 1e6:.1f} MB in {elapsed:.2f} s; simulator CPU {cpu:.2f} s")
     print(f"{frames / elapsed:,.0f} msgs/s  ({total / elapsed / 1e6:.1f} MB/s) to one client")
-    print(f"{frames / cpu:,.0f} msgs per CPU second of the simulator")
+    print(f"{frames / cpu:,.0f} msgs per CPU second of the simulator; its RSS at the end {rss:.0f} MB")
     return 0
 
 
