@@ -73,7 +73,7 @@ def test_a_disconnect_opens_a_gap_at_the_last_live_second_with_its_trades() -> N
     assert {g.symbol for g in opened} == {"SPY", "QQQ"}
     gap = world.tracker.open["SPY"]
     assert gap.start_s == int(T0)
-    assert [s.trade.price for s in gap.live] == [1.0, 1.1]
+    assert [s.trade.price for s in gap.stored()] == [1.0, 1.1]
 
 
 def test_the_gap_closes_settle_seconds_after_the_cause_clears_and_is_ready_once_late_trades_are_in() -> None:
@@ -91,7 +91,7 @@ def test_the_gap_closes_settle_seconds_after_the_cause_clears_and_is_ready_once_
     assert world.tracker.take_ready() == []
     world.now += 0.2
     ready = {g.symbol: g for g in world.tracker.take_ready()}
-    assert [s.trade.price for s in ready["SPY"].live] == [1.0, 2.0]
+    assert [s.trade.price for s in ready["SPY"].stored()] == [1.0, 2.0]
     assert world.tracker.open == {}
 
 

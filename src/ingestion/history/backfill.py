@@ -126,9 +126,10 @@ class Backfiller:
         end = gap.end_s
         assert end is not None
         tape = [h.tape for h in history]
-        stored = [s for s in gap.live if gap.start_s <= s.trade.second <= end]
-        indices = missing_indices(tape, (s.trade for s in stored))
-        stamps = backfill_timestamps(tape, indices, {s.timestamp_us for s in gap.live})
+        stored = gap.stored()
+        in_window = [s.trade for s in stored if gap.start_s <= s.trade.second <= end]
+        indices = missing_indices(tape, in_window)
+        stamps = backfill_timestamps(tape, indices, {s.timestamp_us for s in stored})
         rows = []
         for index, stamp in zip(indices, stamps, strict=True):
             item = history[index]

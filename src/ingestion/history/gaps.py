@@ -41,6 +41,12 @@ LATENCY_SECONDS = 2.0
 REJECTED_STATES = frozenset({"rejected_limit", "not_entitled", "invalid_symbol"})
 
 
+def trade_second(trade: Trade) -> int:
+    """The exchange's second of a trade (its receive time's when IB sent none)."""
+    exchange_ns = trade.exchange_time_ns
+    return (exchange_ns if exchange_ns is not None else trade.timestamp_ns) // 1_000_000_000
+
+
 def utc_second(second: int) -> str:
     return iso(datetime.fromtimestamp(second, UTC))
 
@@ -54,9 +60,17 @@ class Gap:
     opened_at: float  # wall clock
     causes: set[str]
     first_cause: str
-    live: list[StoredTrade] = field(default_factory=list)
+    live: list[Trade] = field(default_factory=list)  # seen live since the gap's first second
     cleared_at: float | None = None
     settle_seconds: float = 5.0
+    edge: list[StoredTrade] = field(default_factory=list)  # read from QuestDB: the downtime's first second
+
+    def stored(self) -> list[StoredTrade]:
+        """Every trade stored for the window so far: live ones, and those read back from QuestDB."""
+        return self.edge + [
+            StoredTrade(TapeTrade(trade_second(t), t.price, t.size, t.exchange), t.timestamp_ns // 1000)
+            for t in self.live
+        ]
 
     @property
     def end_s(self) -> int | None:
@@ -77,7 +91,7 @@ class Gap:
 @dataclass(slots=True)
 class _LastSecond:
     second: int
-    trades: list[StoredTrade]
+    trades: list[Trade]
 
 
 class GapTracker:
@@ -121,28 +135,20 @@ class GapTracker:
         self.accept_many((event,))
 
     def accept_many(self, events: Sequence[Event]) -> None:
-        if events:
-            self._last_event_ns = events[-1].timestamp_ns
-        for event in events:
-            if type(event) is Trade:
-                self._see(event)
-
-    def _see(self, trade: Trade) -> None:
-        exchange_ns = trade.exchange_time_ns
-        second = (
-            exchange_ns // 1_000_000_000 if exchange_ns is not None else trade.timestamp_ns // 1_000_000_000
-        )
-        stored = StoredTrade(
-            TapeTrade(second, trade.price, trade.size, trade.exchange), trade.timestamp_ns // 1000
-        )
-        last = self._last.get(trade.symbol)
-        if last is None or last.second != second:
-            self._last[trade.symbol] = _LastSecond(second, [stored])
-        else:
-            last.trades.append(stored)
-        gap = self.open.get(trade.symbol)
-        if gap is not None:
-            gap.live.append(stored)
+        if not events:
+            return
+        self._last_event_ns = events[-1].timestamp_ns
+        # The events themselves are kept (they never change): converted only when a gap is filled.
+        for trade in [e for e in events if type(e) is Trade]:
+            second = trade_second(trade)
+            last = self._last.get(trade.symbol)
+            if last is None or last.second != second:
+                self._last[trade.symbol] = _LastSecond(second, [trade])
+            else:
+                last.trades.append(trade)
+            gap = self.open.get(trade.symbol)
+            if gap is not None:
+                gap.live.append(trade)
 
     # -- causes ------------------------------------------------------------------------------------
 
@@ -156,7 +162,7 @@ class GapTracker:
             del self.open[symbol]
             return
         gap.start_s = newest
-        gap.live[:0] = stored
+        gap.edge = stored
 
     def pending_start(self) -> list[str]:
         return [s for s, g in self.open.items() if g.start_s is None]
