@@ -47,6 +47,13 @@ def connected(daemon: Daemon) -> bool:
     return daemon.state.status == "connected" and daemon.pipeline.last_event_ns is not None
 
 
+def gaps_waiting(daemon: Daemon) -> bool:
+    """Every symbol's gap closed and queued for the backfill, none filled."""
+    assert daemon.history is not None
+    status = daemon.history.status()
+    return status["gaps_pending"] == len(SYMBOLS) and not status["gaps_open"] and status["gaps_filled"] == 0
+
+
 def all_filled(daemon: Daemon, at_least: int) -> bool:
     assert daemon.history is not None
     status = daemon.history.status()
@@ -89,8 +96,9 @@ async def assert_one_for_one(mkt: Market, qdb: QuestDBDouble) -> dict[str, tuple
 async def test_an_outage_a_1100_and_a_silent_stall_are_filled_back_exactly_once(
     tmp_path: Path, valkey_url: str
 ) -> None:
-    """Three kinds of gap in one session at 3,000 msgs/s: a gateway restart (3 s down), IB's 1100 until
-    1102 (3 s) and a silent stall (4 s, shorter than the heartbeat's limit, so the socket stays up)."""
+    """Three kinds of gap in one session at 3,000 msgs/s: a gateway restart (3 s down, while IB's historical
+    farm is down too), IB's 1100 until 1102 (3 s) and a silent stall (4 s, shorter than the heartbeat's
+    limit, so the socket stays up)."""
     with QuestDBDouble() as qdb:
         async with market() as mkt:
             settings = history_settings(mkt.sim, qdb, tmp_path, valkey_url)
@@ -101,8 +109,14 @@ async def test_an_outage_a_1100_and_a_silent_stall_are_filled_back_exactly_once(
             async with running(settings) as daemon:
                 await wait_for(lambda: connected(daemon), 20, "connected with data")
                 await asyncio.sleep(2)
+                # The outage's gaps wait while IB's historical farm is down (2105), and fill once it is up.
+                await mkt.post("/hmds?state=down")
                 await mkt.post("/restart?down=3")
                 await wait_for(lambda: daemon.state.reconnects == 1, 20, "reconnected")
+                await wait_for(lambda: gaps_waiting(daemon), 20, "the gaps ready, the farm still down")
+                await asyncio.sleep(1)
+                assert daemon.history.status()["requests"] == 0, "nothing is asked of a farm that is down"
+                await mkt.post("/hmds?state=up")
                 await wait_for(lambda: all_filled(daemon, len(SYMBOLS)), 40, "the outage's gaps filled")
                 await mkt.post("/error?code=1100")
                 await asyncio.sleep(3)

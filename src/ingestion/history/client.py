@@ -39,6 +39,10 @@ class RequestTimedOut(HistoryError):
     """No answer in time (the HMDS farm is down, or the gateway stalls)."""
 
 
+class HmdsDown(RequestTimedOut):
+    """IB says its historical data farm is down (2105): nothing is sent until it is back (2106)."""
+
+
 class PacingViolation(HistoryError):
     """IB answered 162 for pacing."""
 
@@ -73,7 +77,9 @@ class HistoryClient:
         metrics: Metrics,
         *,
         timeout_seconds: float,
+        hmds_down: Callable[[], bool] = lambda: False,
     ) -> None:
+        self._hmds_down = hmds_down
         self._connection = connection
         self._registry = registry
         self._pacer = pacer
@@ -121,6 +127,9 @@ class HistoryClient:
         qualified = self.contract(symbol)
         if qualified is None:
             raise NotConnected(f"{symbol} is not qualified yet")
+        if self._hmds_down():
+            # A request now would wait unanswered in the gateway, holding one of IB's 50 open slots.
+            raise HmdsDown("IB's historical data farm is down (2105); waiting for it (2106)")
         async with self._pacer.slot(paced):
             ib = self._connection.ib
             if ib is None or not ib.isConnected():

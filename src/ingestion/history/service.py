@@ -32,6 +32,7 @@ from ingestion.history.client import (
     ConnectionSource,
     HistoryClient,
     HistoryError,
+    HmdsDown,
     NoData,
     NotConnected,
     PacingViolation,
@@ -115,7 +116,14 @@ class HistoryService:
         self._started = now()
         self.pacer = Pacer(config.pacing, on_wait=metrics.history_pacing_waits.inc)
         self.client = client or HistoryClient(
-            connection, registry, self.pacer, metrics, timeout_seconds=config.pacing.request_timeout_seconds
+            connection,
+            registry,
+            self.pacer,
+            metrics,
+            timeout_seconds=config.pacing.request_timeout_seconds,
+            hmds_down=lambda: any(
+                f.kind == "historical" and f.state == "broken" for f in state.farms.values()
+            ),
         )
         tracked = symbols_with_trades if config.backfill.enabled else []
         self.tracker = GapTracker(config.backfill, tracked, state, registry, calendar, now=now)
@@ -240,6 +248,12 @@ class HistoryService:
         if isinstance(exc, NotConnected):
             pending.due = time.monotonic() + 1.0
             return
+        if (
+            isinstance(exc, HmdsDown)
+            and (self._now() - gap.opened_at) / 3600 < self._config.backfill.give_up_hours
+        ):
+            pending.due = time.monotonic() + 1.0  # nothing was sent: look again in a second
+            return
         self._error(f"{gap.symbol} backfill: {exc}")
         if isinstance(exc, PacingViolation):
             self._paced()
@@ -301,7 +315,7 @@ class HistoryService:
                     self._metrics.history_rows.labels("market_data_historical").inc(len(bars))
                     self._counts.bars_stored += len(bars)
                     self._newest_bars[key] = max(b.timestamp_ns for b in bars)
-        except NotConnected:
+        except (NotConnected, HmdsDown):
             await asyncio.sleep(IDLE_SECONDS)
             return
         except HistoryError as exc:
