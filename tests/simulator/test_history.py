@@ -125,9 +125,15 @@ async def test_ticks_stop_at_1000_unless_a_second_needs_completing(sim_factory: 
         assert len(last) >= 1000
         assert [t.price for t in last] == [t.price_cents / 100 for t in tape[-len(last) :]]
         assert all(t.time == last[-1000].time for t in last[: len(last) - 1000])
-        quotes = await client.ib.reqHistoricalTicksAsync(SPY, "", utc(end * 1000), 10, "BID_ASK", False)
+        quotes = await client.ib.reqHistoricalTicksAsync(SPY, "", utc(end * 1000), 50, "BID_ASK", False)
         assert quotes
         assert all(q.priceBid < q.priceAsk for q in quotes)
+        moves = await client.ib.reqHistoricalTicksAsync(
+            SPY, "", utc(end * 1000), 50, "BID_ASK", False, ignoreSize=True
+        )
+        prices = [(q.priceBid, q.priceAsk) for q in moves]
+        assert 1 < len(moves) < len(quotes)
+        assert all(a != b for a, b in itertools.pairwise(prices)), "ignoreSize: price changes only"
         mids = await client.ib.reqHistoricalTicksAsync(SPY, "", utc(end * 1000), 10, "MIDPOINT", False)
         assert mids
         assert all(600 * 0.8 < m.price < 600 * 1.2 for m in mids)

@@ -31,6 +31,10 @@ def test_nyse_sessions_follow_the_calendar():
         ms("2026-11-25T04:00:00-05:00"),
         ms("2026-11-25T20:00:00-05:00"),
     )
+    [early] = hours.sessions(ms("2026-11-27T12:00:00+00:00"), ms("2026-11-27T13:00:00+00:00"), rth=False)
+    assert early.end_ms == ms("2026-11-27T17:00:00-05:00"), (
+        "after an early close, extended hours end at 17:00"
+    )
     assert hours.is_open(ms("2026-11-25T04:00:00-05:00"))
     assert not hours.is_open(ms("2026-11-25T03:59:59-05:00"))
     assert not hours.is_open(ms("2026-11-26T12:00:00-05:00"))  # Thanksgiving

@@ -331,7 +331,7 @@ class HistoricalFarm:
         """reqHistoricalTicks: trades or quotes of one session from the tape."""
         exchange = fields[9]
         start_text, end_text, what = fields[15], fields[16], fields[18]
-        rth = fields[19] == "1"
+        rth, ignore_size = fields[19] == "1", fields[20] == "1"
         try:
             count = min(max(int(fields[17] or 0), 1), MAX_TICKS)
             _check_what(what)
@@ -345,12 +345,12 @@ class HistoricalFarm:
             return
 
         def answer() -> None:
-            frame = self._ticks_frame(req_id, spec, (start_ms, end_ms), count, what, rth)
+            frame = self._ticks_frame(req_id, spec, (start_ms, end_ms), count, what, (rth, ignore_size))
             if frame is None:
                 raise self._no_data(spec, exchange, what)
             client.send("historical_ticks", frame)
 
-        identity = ("ticks", spec.con_id, exchange, start_text, end_text, count, what, rth)
+        identity = ("ticks", spec.con_id, exchange, start_text, end_text, count, what, rth, ignore_size)
         self._submit(client, req_id, answer, (identity, (spec.con_id, exchange, what), _weight(what)))
 
     def _session_window(self, start_ms: int | None, end_ms: int | None, rth: bool) -> tuple[int, int] | None:
@@ -378,9 +378,11 @@ class HistoricalFarm:
         bounds: tuple[int | None, int | None],
         count: int,
         what: str,
-        rth: bool,
+        flags: tuple[bool, bool],
     ) -> bytes | None:
+        """The answer to a tick request; ``flags`` are useRth and ignoreSize."""
         start_ms, end_ms = bounds
+        rth, ignore_size = flags
         window = self._session_window(start_ms, end_ms, rth)
         if window is None:
             return None
@@ -417,10 +419,14 @@ class HistoricalFarm:
                     trade.conditions,
                 ]
         elif what == "BID_ASK":
-            fields = [Out.HISTORICAL_TICKS_BID_ASK, req_id, last - first]
+            ticks: list[object] = []
+            previous = (-1, -1)
             for i in range(first, last):
                 quote = market.quotes.quote(i)
-                fields += [
+                if ignore_size and (quote.bid, quote.ask) == previous:
+                    continue  # ignoreSize: only changes of price
+                previous = (quote.bid, quote.ask)
+                ticks += [
                     quote.time_ms // 1000,
                     0,
                     format_price(quote.bid),
@@ -428,15 +434,16 @@ class HistoricalFarm:
                     quote.bid_size,
                     quote.ask_size,
                 ]
+            fields = [Out.HISTORICAL_TICKS_BID_ASK, req_id, len(ticks) // 6, *ticks]
         else:
-            ticks: list[object] = []
-            previous = -1
+            ticks = []
+            previous_mid = -1
             for i in range(first, last):
                 quote = market.quotes.quote(i)
                 half = quote.bid + quote.ask
-                if half != previous:  # a midpoint tick only when the midpoint moves
+                if half != previous_mid:  # a midpoint tick only when the midpoint moves
                     ticks += [times[i] // 1000, 0, f"{half // 200}.{half % 200 * 5:03d}", 0]
-                    previous = half
+                    previous_mid = half
             fields = [Out.HISTORICAL_TICKS, req_id, len(ticks) // 4, *ticks]
         fields.append(1)  # done
         return encode(fields)

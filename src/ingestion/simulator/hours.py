@@ -2,8 +2,9 @@
 
 ``always``: one session per UTC calendar day, [00:00, 24:00), regular hours the same (tests run at
 any hour). ``nyse``: the XNYS sessions of exchange_calendars, trading 04:00-20:00 New York time
-(IB's extended hours for US stocks) and regular hours from the calendar's open to its close, early
-closes included. A session is what IB's "one trading session per request" and daily bars mean.
+(IB's extended hours for US stocks; 17:00 on early-close days) and regular hours from the calendar's
+open to its close, early closes included. A session is what IB's "one trading session per request"
+and daily bars mean.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ class NyseHours:
         for label, row in schedule.iterrows():
             day = label.date()
             opens = dt.datetime.combine(day, dt.time(4), NEW_YORK)
-            closes = dt.datetime.combine(day, dt.time(20), NEW_YORK)
+            # On an early close (13:00) the extended session ends at 17:00, otherwise at 20:00.
+            early = row["close"].tz_convert(NEW_YORK).hour < 16
+            closes = dt.datetime.combine(day, dt.time(17 if early else 20), NEW_YORK)
             self._extended.append(TradingSession(day, _ms(opens), _ms(closes)))
             self._regular.append(TradingSession(day, _ms(row["open"]), _ms(row["close"])))
         self._starts = [s.start_ms for s in self._extended]
