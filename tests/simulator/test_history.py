@@ -81,6 +81,23 @@ async def test_minute_bars_of_the_live_period_are_built_from_the_tapes_trades(
     assert len(earlier) > 0, "the synthetic past fills the day before the start"
 
 
+async def test_second_bars_come_straight_from_the_tape(sim: Simulator, client: IbClient):
+    """ "5 secs" bars over "300 S": each one the tape's trades of its five seconds."""
+    await wait_until(lambda: sim.markets["SPY"].trades.count > 100)
+    sim.pause()
+    bars = await client.ib.reqHistoricalDataAsync(
+        SPY, "", "300 S", "5 secs", "TRADES", useRTH=False, formatDate=2
+    )
+    assert bars
+    for bar in bars:
+        start = int(bar.date.timestamp() * 1000)
+        assert start % 5000 == 0
+        trades = sim.tape("SPY", start, start + 5000)
+        assert (bar.barCount, bar.volume) == (len(trades), sum(t.size for t in trades))
+        assert (bar.open, bar.close) == (trades[0].price_cents / 100, trades[-1].price_cents / 100)
+    assert sum(b.barCount for b in bars) == len(sim.tape("SPY", int(bars[0].date.timestamp() * 1000), 2**62))
+
+
 async def test_midpoint_and_bid_ask_bars(sim: Simulator, client: IbClient):
     """MIDPOINT and BID_ASK bars carry no volume (-1); BID_ASK is avg bid, max ask, min bid, avg ask."""
     mid = await client.ib.reqHistoricalDataAsync(SPY, "", "1 D", "1 hour", "MIDPOINT", useRTH=False)

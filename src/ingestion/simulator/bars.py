@@ -17,14 +17,20 @@ from typing import Final
 import numpy as np
 
 from ingestion.simulator.hours import NEW_YORK, TradingHours, TradingSession
-from ingestion.simulator.tape import MinuteBar
+from ingestion.simulator.tape import MinuteBar, QuoteTape, TradeTape
 
 MINUTE_MS: Final = 60_000
 # How far back the synthetic past reaches (IB serves years of daily bars; the daemon asks for 2).
 PAST_DAYS: Final = 3 * 365
 
-# IB's legal bar sizes (error 321 lists them) that this simulator serves, in seconds.
+# IB's legal bar sizes (error 321 lists them) that this simulator serves, in seconds. Bars under a
+# minute come from the tape itself, so only for the time it still holds.
 BAR_SIZES: Final = {
+    "1 secs": 1,
+    "5 secs": 5,
+    "10 secs": 10,
+    "15 secs": 15,
+    "30 secs": 30,
     "1 min": 60,
     "2 mins": 120,
     "3 mins": 180,
@@ -328,3 +334,43 @@ def aggregate(minutes: list[Minute], what: str, start_ms: int, day: dt.date | No
         -1.0,
         -1,
     )
+
+
+def tape_bars(
+    trades: TradeTape, quotes: QuoteTape, lo: int, hi: int, bar_seconds: int, what: str
+) -> list[Bar]:
+    """Bars under a minute over ``[lo, hi)``, straight from the tape (buckets without data left out)."""
+    step = bar_seconds * 1000
+    bars = []
+    if what == "TRADES":
+        groups: dict[int, list[int]] = {}
+        for i in range(trades.index(lo), trades.index(hi)):
+            groups.setdefault(trades.time_ms[i] // step * step, []).append(i)
+        for key, members in groups.items():
+            prices = [trades.price[i] for i in members]
+            sizes = [trades.size[i] for i in members]
+            volume = sum(sizes)
+            wap = sum(p * q for p, q in zip(prices, sizes, strict=True)) / volume / 100
+            first, last = prices[0] / 100, prices[-1] / 100
+            high, low = max(prices) / 100, min(prices) / 100
+            bars.append(Bar(key, None, first, high, low, last, volume, round(wap, 4), len(members)))
+        return bars
+    books: dict[int, list[tuple[int, int]]] = {}
+    for i in range(quotes.index(lo), quotes.index(hi)):
+        quote = quotes.quote(i)
+        books.setdefault(quote.time_ms // step * step, []).append((quote.bid, quote.ask))
+    for key, book in books.items():
+        bids = [bid for bid, _ in book]
+        asks = [ask for _, ask in book]
+        if what == "MIDPOINT":
+            mids = [bid + ask for bid, ask in book]
+            bars.append(
+                Bar(key, None, mids[0] / 200, max(mids) / 200, min(mids) / 200, mids[-1] / 200, -1, -1.0, -1)
+            )
+        else:
+            average_bid = round(sum(bids) / len(bids) / 100, 4)
+            average_ask = round(sum(asks) / len(asks) / 100, 4)
+            bars.append(
+                Bar(key, None, average_bid, max(asks) / 100, min(bids) / 100, average_ask, -1, -1.0, -1)
+            )
+    return bars

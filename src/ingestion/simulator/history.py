@@ -1,6 +1,7 @@
 """IB's historical data farm (HMDS) over the TWS protocol, served from the market's tape.
 
-reqHistoricalData (bars 1 min .. 1 day of TRADES, MIDPOINT, BID_ASK), reqHeadTimestamp and
+reqHistoricalData (bars 1 secs .. 1 day of TRADES, MIDPOINT, BID_ASK; under a minute from the tape,
+from a minute up from minute aggregates and the synthetic past), reqHeadTimestamp and
 reqHistoricalTicks (TRADES, BID_ASK, MIDPOINT), with IB's rules: the step-size table, pacing
 (``pacing.Pacer``), at most 50 open requests, "HMDS query returned no data", one trading session per
 tick request, at most 1,000 ticks plus whatever completes the last second. Requests are answered
@@ -32,6 +33,7 @@ from ingestion.simulator.bars import (
     label,
     live_minute,
     step_allowed,
+    tape_bars,
 )
 from ingestion.simulator.config import SimulatorConfig
 from ingestion.simulator.contracts import ContractSpec
@@ -293,6 +295,11 @@ class HistoricalFarm:
                 bar = self._day_bar(spec, session, min(session.end_ms, end), what)
                 if bar is not None:
                     bars.append(bar)
+                continue
+            if bar_seconds < 60:
+                market = self._markets[spec.symbol]
+                lo, hi = max(session.start_ms, start), min(session.end_ms, end)
+                bars += tape_bars(market.trades, market.quotes, lo, hi, bar_seconds, what)
                 continue
             minutes = self._minutes(spec, session, max(session.start_ms, start), min(session.end_ms, end))
             buckets: dict[int, list[Minute]] = {}
