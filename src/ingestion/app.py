@@ -48,6 +48,7 @@ SHUTDOWN_SECONDS = 8.0
 RECANCEL_SECONDS = 1.0
 DRAIN_SECONDS = 1.0
 FRED_STATE_FILE = "fred-state.json"
+HISTORY_STATE_FILE = "history-gaps.json"
 
 log = get_logger("app")
 
@@ -101,6 +102,7 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
         connection=_LiveConnection(supervisor_ref),
         bus=bus,
         metrics=metrics,
+        state_path=settings.questdb.spool.dir / HISTORY_STATE_FILE,
     )
     # The gap tracker sees live trades as a sink, in the order the QuestDB writer gets them.
     sinks = [questdb, valkey, history.tracker] if settings.history.enabled else [questdb, valkey]

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,7 +17,9 @@ from history_helpers import AlwaysOpen
 from ingestion.bus import EventBus
 from ingestion.config import HistoryConfig, Settings
 from ingestion.events import Trade
+from ingestion.history import pending as saved_gaps
 from ingestion.history.client import NoData, PacingViolation, RequestTimedOut
+from ingestion.history.gaps import Gap
 from ingestion.history.service import MAX_RETRIES, HistoryService
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
@@ -72,7 +75,11 @@ def qdb() -> Iterator[QuestDBDouble]:
 
 @asynccontextmanager
 async def service(
-    qdb: QuestDBDouble, script: Any, give_up_hours: float = 6.0, symbols: tuple[str, ...] = ("SPY",)
+    qdb: QuestDBDouble,
+    script: Any,
+    give_up_hours: float = 6.0,
+    symbols: tuple[str, ...] = ("SPY",),
+    state_path: Path | None = None,
 ) -> AsyncIterator[tuple[HistoryService, Any]]:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{qdb.port}") as http:
         await apply_schema(http)
@@ -97,7 +104,7 @@ async def service(
         registry=SubscriptionRegistry(settings, bus, metrics), questdb=sink,  # type: ignore[arg-type]
         http=lambda: httpx.AsyncClient(base_url=f"http://127.0.0.1:{qdb.port}"),
         connection=SimpleNamespace(ib=None), bus=bus, metrics=metrics, now=lambda: clock.now,
-        client=ib,  # type: ignore[arg-type]
+        client=ib, state_path=state_path,  # type: ignore[arg-type]
     )  # fmt: skip
     task = asyncio.create_task(history.run())
     world = SimpleNamespace(clock=clock, state=state, sink=sink, published=published, ib=ib, task=task)
@@ -212,3 +219,24 @@ async def test_a_long_gap_is_read_a_request_at_a_time_and_does_not_hold_up_a_sho
     assert world.ib.requests[2:] == [T0 + 5, T0 + 10], "each request starts after the last whole second"
     spy = [r for r in world.sink.rows if r.symbol == "SPY"]
     assert len(spy) == 2000  # every trade but the one live stored at T0 (the first, price 1.0)
+
+
+async def test_a_gap_waiting_when_the_daemon_stopped_is_filled_after_the_restart(
+    qdb: QuestDBDouble, tmp_path: Path
+) -> None:
+    """Closed gaps survive a restart; what live stored in the window is read back from QuestDB first."""
+    state = tmp_path / "history-gaps.json"
+    gap = Gap("SPY", T0, float(T0), set(), "connection", settle_seconds=1)
+    gap.cleared_at = T0 + 9.5  # the window is T0 .. T0 + 10
+    saved_gaps.save(state, [gap])
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{qdb.port}") as http:
+        await apply_schema(http)
+        live = "time_and_sales,symbol=SPY,exchange=ARCA,source=tick_by_tick"
+        stored = f"{live} exchange_time={T0 * 10**6}t,price=1.0,size=100.0 {T0 * 10**9 + 5_000_000}\\n"
+        (await http.post("/write", content=stored)).raise_for_status()
+    answer = [tick(T0, 1.0), tick(T0 + 4, 1.4), tick(T0 + 10, 2.0)]
+    async with service(qdb, {"SPY": [answer]}, state_path=state) as (history, world):
+        await wait_for(lambda: history.status()["gaps_filled"] == 2, 10, "the restored gap and the new one")
+        await wait_for(lambda: saved_gaps.load(state, 1) == [], 5, "the state file emptied")
+    restored = sorted((r.exchange_time_ns // 10**9, r.price) for r in world.sink.rows)
+    assert restored == [(T0 + 4, 1.4), (T0 + 10, 2.0)], "the trade live stored at T0 is not stored again"

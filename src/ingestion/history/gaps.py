@@ -242,15 +242,19 @@ class GapTracker:
 
     # -- the backfill's side -----------------------------------------------------------------------
 
+    def covered(self, gap: Gap) -> None:
+        """``gap``'s window is in the backfill's hands: a later gap of its symbol starts after it."""
+        end = gap.end_s
+        if end is not None:
+            self._covered[gap.symbol] = max(end, self._covered.get(gap.symbol, end))
+
     def take_ready(self) -> list[Gap]:
         """Gaps whose window is closed and whose live trades are all recorded; they leave the tracker."""
         now = self._now()
         ready = [g for g in self.open.values() if g.ready(now)]
         for gap in ready:
             del self.open[gap.symbol]
-            end = gap.end_s
-            assert end is not None
-            self._covered[gap.symbol] = end
+            self.covered(gap)
         return ready
 
     def snapshot(self) -> list[dict[str, Any]]:

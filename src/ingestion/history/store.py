@@ -78,20 +78,30 @@ class HistoryStore:
 
     async def trades_of_second(self, symbol: str, second: int) -> list[StoredTrade]:
         """The stored trades of ``symbol`` whose exchange time falls in ``second``."""
+        return await self.trades_between(symbol, second, second)
+
+    async def trades_between(self, symbol: str, first: int, last: int) -> list[StoredTrade]:
+        """The stored trades of ``symbol`` whose exchange time falls in seconds ``first``..``last``."""
+        # Receive times follow exchange times by well under two minutes; the range keeps it an interval scan.
         sql = (
             "SELECT timestamp, exchange_time, price, size, exchange FROM time_and_sales "
-            f"WHERE symbol = '{symbol}' AND timestamp >= '{literal(second - 120)}' "
-            f"AND exchange_time >= '{literal(second)}' AND exchange_time < '{literal(second + 1)}'"
+            f"WHERE symbol = '{symbol}' AND timestamp >= '{literal(first - 120)}' "
+            f"AND timestamp < '{literal(last + 121)}' "
+            f"AND exchange_time >= '{literal(first)}' AND exchange_time < '{literal(last + 1)}'"
         )
         stored = []
         for record in _records(await execute(self._client, sql)):
             stamp = parse_micros(record.get("timestamp"))
+            exchange_time = parse_micros(record.get("exchange_time"))
             price = record.get("price")
-            if stamp is None or price is None:
+            if stamp is None or exchange_time is None or price is None:
                 continue
             size = record.get("size")
             trade = TapeTrade(
-                second, float(price), None if size is None else float(size), record.get("exchange")
+                exchange_time // 1_000_000,
+                float(price),
+                None if size is None else float(size),
+                record.get("exchange"),
             )
             stored.append(StoredTrade(trade, stamp))
         return stored
