@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
 from history_stack import (
     SYMBOLS,
     Market,
@@ -19,7 +18,7 @@ from history_stack import (
     stored_trades,
 )
 
-from api.headless_chromium import INSTALL_HINT, find_chromium, headless_chromium
+from api.headless_chromium import headless_chromium
 from ingestion.app import Daemon
 from questdb_double import QuestDBDouble
 from waiting import wait_for
@@ -27,14 +26,6 @@ from waiting import wait_for
 HISTORY_PANEL = """({state: document.querySelector('#history').dataset.state,
   filled: document.querySelector('#history-gaps-filled').textContent,
   pending: document.querySelector('#history-gaps-pending').textContent})"""
-
-
-@pytest.fixture
-def chromium() -> str:
-    binary = find_chromium()
-    if binary is None:
-        pytest.fail(INSTALL_HINT)
-    return binary
 
 
 def sample(metrics: str, series: str) -> float:
