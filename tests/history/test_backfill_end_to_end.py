@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from history_stack import (
     SYMBOLS,
     Market,
@@ -22,6 +23,8 @@ from api.headless_chromium import headless_chromium
 from ingestion.app import Daemon
 from questdb_double import QuestDBDouble
 from waiting import wait_for
+
+pytestmark = pytest.mark.slow
 
 HISTORY_PANEL = """({state: document.querySelector('#history').dataset.state,
   filled: document.querySelector('#history-gaps-filled').textContent,

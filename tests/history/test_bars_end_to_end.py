@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from history_stack import SYMBOLS, history_settings, market, running
 
 from ingestion.app import Daemon
 from questdb_double import QuestDBDouble
 from waiting import wait_for
+
+pytestmark = pytest.mark.slow
 
 BARS = [{"bar_size": "1 day", "lookback": "1 M"}, {"bar_size": "30 mins", "lookback": "2 D"}]
 HALF_HOUR = 1800
