@@ -240,3 +240,21 @@ async def test_a_gap_waiting_when_the_daemon_stopped_is_filled_after_the_restart
         await wait_for(lambda: saved_gaps.load(state, 1) == [], 5, "the state file emptied")
     restored = sorted((r.exchange_time_ns // 10**9, r.price) for r in world.sink.rows)
     assert restored == [(T0 + 4, 1.4), (T0 + 10, 2.0)], "the trade live stored at T0 is not stored again"
+
+
+async def test_downtime_beyond_the_look_back_is_reported_and_the_part_within_it_filled(
+    qdb: QuestDBDouble,
+) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{qdb.port}") as http:
+        await apply_schema(http)
+        old = T0 - 10 * 86400  # ten days before: the look-back is five
+        fields = f"exchange_time={old * 10**6}t,price=1.0,size=1.0"
+        row = f"time_and_sales,symbol=SPY,source=rtvolume {fields} {old * 10**9}"
+        (await http.post("/write", content=row + "\n")).raise_for_status()
+    within = T0 - 5 * 86400 + 10  # in the look-back's first (UTC) day
+    async with service(qdb, [[tick(within, 3.0)]]) as (history, world):
+        await wait_for(lambda: history.status()["gaps_filled"] >= 1, 10, "the look-back's part filled")
+    (unfilled,) = events(world, "gap_unfilled")
+    assert "beyond backfill.lookback_days (5)" in unfilled
+    assert world.ib.requests[0] == T0 - 5 * 86400, "filled from the start of the look-back"
+    assert [(r.exchange_time_ns // 10**9, r.price) for r in world.sink.rows] == [(within, 3.0)]

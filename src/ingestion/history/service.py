@@ -57,6 +57,8 @@ log = get_logger("history")
 WATCH_SECONDS = 0.5
 IDLE_SECONDS = 0.5
 MAX_RETRIES = 3
+# How far before the look-back the daemon's downtime start is looked for, to report what lies beyond it.
+OLDER_SECONDS = 31 * 86400
 # /health shows history as "failing" this long after its last error.
 ERROR_SHOWN_SECONDS = 600.0
 
@@ -208,17 +210,29 @@ class HistoryService:
         symbols = self.tracker.pending_start()
         if not symbols or self._store is None:
             return
-        since = self._now() - self._config.backfill.lookback_days * 86400
+        days = self._config.backfill.lookback_days
+        since = self._now() - days * 86400
         try:
             newest = await self._store.newest_trades(since, self._started)
+            # A symbol with nothing stored in the look-back but something in the month before it: the part
+            # of the downtime beyond the look-back is reported, the part within it filled.
+            older = {}
+            if any(s not in newest for s in symbols):
+                older = await self._store.newest_trades(since - OLDER_SECONDS, since)
             for symbol in symbols:
                 second = newest.get(symbol)
                 stored = await self._store.trades_of_second(symbol, second) if second is not None else []
+                if second is None and symbol in older:
+                    start = utc_second(int(since))
+                    reason = f"beyond backfill.lookback_days ({days}): filled from {start} on"
+                    self._unfilled_span(symbol, older[symbol], int(since), reason)
+                    second = int(since)
                 self.tracker.resolve_start(symbol, second, stored)
                 if second is not None:
                     self._found(self.tracker.open[symbol])
         except (QuestDBUnavailableError, SchemaMismatchError) as exc:
             self._error(f"reading the newest stored trades: {exc}")
+            await asyncio.sleep(self._config.pacing.retry_seconds)
 
     async def _fill(self, pending: _Pending) -> None:
         """One request of the gap served least recently; the gap's rows once its window is read."""
@@ -326,10 +340,16 @@ class HistoryService:
         task.add_done_callback(self._saves.discard)
 
     def _unfilled(self, gap: Gap, reason: str) -> None:
+        self._report_unfilled(gap.symbol, f"{gap.describe()} cannot be filled: {reason}", reason)
+
+    def _unfilled_span(self, symbol: str, first: int, until: int, reason: str) -> None:
+        detail = f"{symbol} {utc_second(first)} .. {utc_second(until)} (downtime) cannot be filled: {reason}"
+        self._report_unfilled(symbol, detail, reason)
+
+    def _report_unfilled(self, symbol: str, detail: str, reason: str) -> None:
         self._counts.gaps_unfilled += 1
         self._metrics.history_gaps.labels("unfilled").inc()
-        detail = f"{gap.describe()} cannot be filled: {reason}"
-        log.error("gap in time_and_sales not filled", symbol=gap.symbol, reason=reason)
+        log.error("gap in time_and_sales not filled", symbol=symbol, reason=reason)
         self._bus.publish("gap_unfilled", detail)
 
     # -- bars --------------------------------------------------------------------------------------
