@@ -6,7 +6,7 @@ A symbol with time & sales has a gap while any *cause* holds for it:
 connection      the IBKR connection is not up (a disconnect, a gateway restart; also the daemon's
                 own downtime, which starts at the newest trade stored before it stopped)
 ib_connectivity IB's 1100 is outstanding (until 1101/1102)
-stall           connected in an open session, yet no market data at all for ``stall_seconds``
+stall           connected in the regular session, yet no market data at all for ``stall_seconds``
 subscription    the symbol's trade stream is rejected (until it is active again)
 ==============  =================================================================================
 
