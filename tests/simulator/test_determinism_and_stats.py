@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 from sim_support import SimFactory, wait_until
@@ -143,3 +144,20 @@ async def test_realistic_prices_spreads_and_volume(sim_factory: SimFactory):
             assert int(size) > 0
             assert int(volume) >= int(size)
             assert single in ("true", "false")
+
+
+async def test_a_closed_client_is_sent_nothing_more_and_the_stats_agree(sim_factory: SimFactory):
+    """POST /disconnect while streaming unthrottled: every frame /stats counts reached the client
+    before the close, and nothing counted was rendered for the closing socket."""
+    async with sim_factory(rate=0) as sim:
+        client = await WireClient.connect(sim.port)
+        await client.send(handshake())
+        await client.read_frames(1)
+        await client.send(SCRIPT)
+        await wait_until(lambda: sim.stats.snapshot()["total"] > 20_000)  # type: ignore[operator]
+        sim.disconnect_all()
+        assert await client.closed_by_server()
+        await asyncio.sleep(0.1)  # turns of the scheduler after the close
+        frames, rest = split_frames(bytes(client.received))
+        assert rest == b""
+        assert len(frames) == sim.stats.snapshot()["total"]

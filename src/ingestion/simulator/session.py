@@ -180,13 +180,18 @@ class Session(asyncio.Protocol):
             self.transport.write(data)
 
     def close(self, *, abort: bool = False) -> None:
-        """Close the socket: ``abort`` drops unsent output (for broken clients)."""
+        """Close the socket: ``abort`` drops unsent output (for broken clients).
+
+        The subscriptions end at once: the market renders nothing more for a closing socket, so
+        what the stats count as sent is what was written before the close.
+        """
         if self.transport is not None and self.state is not State.CLOSED:
             if abort:
                 self.transport.abort()
             else:
                 self.flush()
                 self.transport.close()
+            self.drop_subscriptions()
 
     def send(self, kind: str, frame: bytes) -> None:
         """Queue a message that belongs to no symbol, counted under ``kind``."""
