@@ -31,7 +31,8 @@ class SimulatorConfig:
         control_port: HTTP control API port; 0 picks a free one, ``None`` disables the control API.
         rate: total streaming messages per second over all subscriptions of all clients;
             0 means unthrottled (as fast as the sockets drain).
-        seed: seed of the market model; same seed and same requests give byte-identical streams.
+        seed: seed of the market model: the n-th event of a symbol depends only on it (with the same
+            clock and requests, the bytes sent are identical too).
         max_depth_books: market depth subscriptions per client before error 309.
         max_tick_by_tick: tick-by-tick subscriptions per client before error 10190.
         max_market_data_lines: streaming reqMktData per client before error 101.

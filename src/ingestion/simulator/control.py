@@ -15,7 +15,8 @@ Endpoints (query parameters, JSON answers, one request per connection):
     POST /error?code=<n>              send IB system message n to every client (1100, 1101, 1102, 2103...)
     POST /silence?seconds=<n>         send nothing and answer nothing for n seconds, sockets stay open
     POST /rate?value=<msgs per s>     total streaming rate; 0 = unthrottled
-    POST /burst?messages=<n>          n extra streaming messages as fast as clients drain (also when paused)
+    POST /burst?messages=<n>          advance the watched symbols until n more messages went out, as
+                                      fast as clients drain (also when paused)
     POST /pause, POST /resume         stop the market (no trades at all) / let it go on
     POST /depth-reset                 error 317 and a rebuilt book on every depth subscription
     POST /hmds?state=down|up|inactive the historical data farm: 2105 / 2106 / 2107 to every client;

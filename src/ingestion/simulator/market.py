@@ -62,7 +62,7 @@ _ASK: Final = 0  # IB's side codes: 0 ask, 1 bid
 _BID: Final = 1
 
 
-def stream_rng(seed: int, symbol: str, kind: str) -> random.Random:
+def seeded_rng(seed: int, symbol: str, kind: str) -> random.Random:
     """An RNG that depends only on (seed, symbol, kind); str seeds are hashed with SHA-512, not hash()."""
     return random.Random(f"{seed}:{symbol}:{kind}")
 
@@ -77,7 +77,7 @@ class PricePath:
     __slots__ = ("_base", "_cents", "_level", "_rng", "_sigma")
 
     def __init__(self, seed: int, symbol: str, price_cents: int) -> None:
-        self._rng = stream_rng(seed, symbol, "path")
+        self._rng = seeded_rng(seed, symbol, "path")
         self._sigma = price_cents * 0.00005
         self._base = float(price_cents)
         self._level = float(price_cents)
@@ -353,7 +353,7 @@ class SymbolMarket:
         self.spec = spec
         self.symbol = spec.symbol
         self.counts = counts
-        self.rng = stream_rng(seed, spec.symbol, "market")
+        self.rng = seeded_rng(seed, spec.symbol, "market")
         self.path = PricePath(seed, spec.symbol, spec.price_cents)
         self.book = TopOfBook(self.rng, spec.price_cents)
         self.events = 0
@@ -588,7 +588,7 @@ class DepthBook:
         self, market: SymbolMarket, seed: int, rows: int, smart: bool, release: Callable[[], None]
     ) -> None:
         self.market = market
-        self.rng = stream_rng(seed, market.symbol, f"depth:{rows}:{int(smart)}")
+        self.rng = seeded_rng(seed, market.symbol, f"depth:{rows}:{int(smart)}")
         self.rows = rows
         self.smart = smart
         self.market_makers: tuple[str, ...] = SMART_DEPTH_EXCHANGES if smart else ("",)
