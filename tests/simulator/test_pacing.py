@@ -130,13 +130,16 @@ async def test_bid_ask_counts_twice(client: IbClient):
     assert len(pacing_errors(client)) == 1
 
 
-async def test_more_than_60_requests_in_10_minutes_get_162(client: IbClient):
+async def test_more_than_60_requests_in_10_minutes_get_162(sim: Simulator, client: IbClient):
     contracts = stocks(16)
     await client.ib.qualifyContractsAsync(*contracts)
     sizes = ("1 hour", "2 hours", "3 hours", "4 hours")
     got = [await bars(client, contract, size) for size in sizes for contract in contracts]
     assert [n > 0 for n in got] == [True] * 60 + [False] * 4
     assert len(pacing_errors(client)) == 4
+    hmds = sim.snapshot_stats()["hmds"]
+    assert hmds["requests"] == {"head_timestamp": 0, "historical_data": 64, "historical_ticks": 0}
+    assert (hmds["answered"], hmds["pacing"]) == (60, 4)
 
 
 async def test_the_51st_open_request_is_refused(sim_factory: SimFactory):

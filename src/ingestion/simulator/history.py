@@ -133,6 +133,7 @@ class HistoricalFarm:
         self.state = "up"
         self.answered = 0
         self.violations = 0
+        self.requests = {"head_timestamp": 0, "historical_data": 0, "historical_ticks": 0}
 
     # --------------------------------------------------------------- the farm
 
@@ -164,6 +165,7 @@ class HistoricalFarm:
             "open": len(self._open),
             "answered": self.answered,
             "pacing": self.violations,
+            "requests": dict(self.requests),
         }
 
     def _drop(self, key: tuple[int, int]) -> None:
@@ -222,6 +224,7 @@ class HistoricalFarm:
 
     def head_timestamp(self, client: Client, req_id: int, spec: ContractSpec, fields: list[str]) -> None:
         """reqHeadTimeStamp: the first bar IB has (the start of the synthetic past)."""
+        self.requests["head_timestamp"] += 1
         rth, format_date = fields[15] == "1", int(fields[17] or 1)
 
         def answer() -> None:
@@ -240,6 +243,7 @@ class HistoricalFarm:
 
     def historical_data(self, client: Client, req_id: int, spec: ContractSpec, fields: list[str]) -> None:
         """reqHistoricalData, fields in the layout of server version 124 and later."""
+        self.requests["historical_data"] += 1
         exchange = fields[9]
         end_text, bar_text, duration_text = fields[15], fields[16], fields[17]
         rth, what = fields[18] == "1", fields[19]
@@ -336,6 +340,7 @@ class HistoricalFarm:
 
     def historical_ticks(self, client: Client, req_id: int, spec: ContractSpec, fields: list[str]) -> None:
         """reqHistoricalTicks: trades or quotes of one session from the tape."""
+        self.requests["historical_ticks"] += 1
         exchange = fields[9]
         start_text, end_text, what = fields[15], fields[16], fields[18]
         rth, ignore_size = fields[19] == "1", fields[20] == "1"
