@@ -6,7 +6,7 @@ from history_helpers import AlwaysOpen, live_trade
 
 from ingestion.bus import EventBus
 from ingestion.config import BackfillConfig, Settings
-from ingestion.history.gaps import LATENCY_SECONDS, GapTracker
+from ingestion.history.gaps import LATENCY_SECONDS, QUIET_SECONDS, GapTracker
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.metrics import Metrics
@@ -57,6 +57,7 @@ def test_a_fresh_install_has_no_gap_and_a_restart_starts_at_the_newest_stored_tr
     world.connect()
     world.tracker.check()
     world.now += 5 + 1 + LATENCY_SECONDS
+    world.trade("QQQ", world.now, 1.0)  # data received after the window's end has reached the tracker
     (gap,) = world.tracker.take_ready()
     assert gap.start_s == int(T0) - 100
     assert gap.end_s == int(T0) + 5
@@ -87,12 +88,27 @@ def test_the_gap_closes_settle_seconds_after_the_cause_clears_and_is_ready_once_
     gap = world.tracker.open["SPY"]
     assert gap.end_s == int(T0 + 20) + 5
     world.trade("SPY", T0 + 22, 2.0)  # live again, recorded for the edge rule
-    world.now = T0 + 25 + 1 + LATENCY_SECONDS - 0.1
+    world.now = T0 + 25 + 1 + LATENCY_SECONDS + 5
+    assert world.tracker.take_ready() == [], "nothing received after the window's end has been seen yet"
+    world.trade("QQQ", T0 + 25 + 1 + LATENCY_SECONDS - 0.1, 1.0)
     assert world.tracker.take_ready() == []
-    world.now += 0.2
+    world.trade("QQQ", T0 + 25 + 1 + LATENCY_SECONDS + 0.1, 1.0)  # e.g. a queue backlog has drained
     ready = {g.symbol: g for g in world.tracker.take_ready()}
     assert [s.trade.price for s in ready["SPY"].stored()] == [1.0, 2.0]
     assert world.tracker.open == {}
+
+
+def test_with_no_data_at_all_after_the_window_the_gap_is_filled_a_little_later() -> None:
+    world = connected_world()
+    world.state.lost("socket closed")
+    world.tracker.check()
+    world.now = T0 + 20
+    world.connect()
+    world.tracker.check()
+    world.now = T0 + 25 + 1 + LATENCY_SECONDS + QUIET_SECONDS - 0.1
+    assert world.tracker.take_ready() == []
+    world.now += 0.2
+    assert {g.symbol for g in world.tracker.take_ready()} == {"SPY", "QQQ"}
 
 
 def test_a_new_cause_before_the_gap_is_ready_extends_it() -> None:
@@ -155,8 +171,8 @@ def test_a_quiet_symbols_next_gap_starts_after_the_window_already_filled_back() 
     world.connect()
     world.tracker.check()
     world.now = T0 + 10 + 5 + 1 + LATENCY_SECONDS
-    first = {g.symbol: g for g in world.tracker.take_ready()}["QQQ"]
     world.trade("SPY", world.now, 1.0)
+    first = {g.symbol: g for g in world.tracker.take_ready()}["QQQ"]
     world.state.lost("second")  # QQQ has not traded since: the new window must not cover the first again
     world.tracker.check()
     assert first.end_s is not None

@@ -13,8 +13,9 @@ subscription    the symbol's trade stream is rejected (until it is active again)
 While a gap is open every live trade of its symbol is recorded (as the multiset the edge rule in
 edges.py needs); the gap also starts with the trades of the last live second before it. When the last
 cause clears, live trades are complete again from ``settle_seconds`` later (the resubscription has gone
-out and the first trades arrived): that second ends the window. A little later (``LATENCY_SECONDS``,
-for trades of that second still on their way) the gap is ready to fill.
+out and the first trades arrived): that second ends the window. Once the tracker has seen data received
+``LATENCY_SECONDS`` after it (trades of that second still on their way, or waiting in the pipeline's
+queue, have then passed), the gap is ready to fill.
 
 The tracker sees live market data as a pipeline sink, in the order the QuestDB writer gets it: per read
 it notes the time (for stalls), per event it does one type check, per trade a few attribute reads.
@@ -38,6 +39,8 @@ from ingestion.timefmt import iso
 
 # Live trades of a second are all stored this long after the second ended (queue and flush included).
 LATENCY_SECONDS = 2.0
+# With no data at all after a gap's end (a quiet market), it is filled this much later anyway.
+QUIET_SECONDS = 10.0
 REJECTED_STATES = frozenset({"rejected_limit", "not_entitled", "invalid_symbol"})
 
 
@@ -78,9 +81,15 @@ class Gap:
             return None
         return int(self.cleared_at + self.settle_seconds)
 
-    def ready(self, now: float) -> bool:
+    def ready(self, now: float, seen_until: float) -> bool:
+        """Closed, and every live trade of its last second has reached the tracker: the tracker has seen
+        data received ``LATENCY_SECONDS`` after that second (so a backlog in the queue only delays this),
+        or nothing at all came for ``QUIET_SECONDS`` more (a quiet market)."""
         end = self.end_s
-        return end is not None and self.start_s is not None and now >= end + 1 + LATENCY_SECONDS
+        if end is None or self.start_s is None:
+            return False
+        after = end + 1 + LATENCY_SECONDS
+        return now >= after and (seen_until >= after or now >= after + QUIET_SECONDS)
 
     def describe(self) -> str:
         start = utc_second(self.start_s) if self.start_s is not None else "?"
@@ -251,7 +260,8 @@ class GapTracker:
     def take_ready(self) -> list[Gap]:
         """Gaps whose window is closed and whose live trades are all recorded; they leave the tracker."""
         now = self._now()
-        ready = [g for g in self.open.values() if g.ready(now)]
+        seen_until = (self._last_event_ns or 0) / 1e9
+        ready = [g for g in self.open.values() if g.ready(now, seen_until)]
         for gap in ready:
             del self.open[gap.symbol]
             self.covered(gap)
