@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 
-from ingestion.simulator.config import DEFAULT_RATE, DEFAULT_TAPE_LIMIT, SimulatorConfig
+from ingestion.simulator.config import DEFAULT_QUOTE_LIMIT, DEFAULT_RATE, DEFAULT_TAPE_LIMIT, SimulatorConfig
 from ingestion.simulator.hours import SESSION_CHOICES
 from ingestion.simulator.server import running_simulator
 
@@ -46,7 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tape-limit",
         type=int,
         default=DEFAULT_TAPE_LIMIT,
-        help=f"trades and quotes per symbol kept for history (default {DEFAULT_TAPE_LIMIT:,})",
+        help=f"trades per symbol kept for history (default {DEFAULT_TAPE_LIMIT:,})",
+    )
+    parser.add_argument(
+        "--quote-limit",
+        type=int,
+        default=DEFAULT_QUOTE_LIMIT,
+        help=f"quotes per symbol kept for BID_ASK/MIDPOINT ticks (default {DEFAULT_QUOTE_LIMIT:,})",
     )
     parser.add_argument("--paused", action="store_true", help="start with the market paused (POST /resume)")
 
@@ -65,6 +71,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         pacing_limit=getattr(args, "pacing_limit", None),
         session=getattr(args, "session", "always"),
         tape_limit=getattr(args, "tape_limit", DEFAULT_TAPE_LIMIT),
+        quote_limit=getattr(args, "quote_limit", DEFAULT_QUOTE_LIMIT),
         paused=getattr(args, "paused", False),
     )
 

@@ -10,10 +10,12 @@ from ingestion.simulator.hours import SESSION_CHOICES
 # A realistic total message rate for a handful of subscriptions on a real gateway.
 DEFAULT_RATE = 2_000.0
 
-# Trades (and, separately, quotes) each symbol's tape keeps for history: 250,000 trades are 4.5 MB
-# (18 bytes each; quotes 24), about four hours of a busy ETF at the real rate and at least minutes
-# at saturation; 20 symbols stay under about 200 MB however long the simulator runs.
-DEFAULT_TAPE_LIMIT = 250_000
+# Trades each symbol's tape keeps for history: 1,000,000 trades are 17 MB (17 bytes each), over an
+# hour of a symbol trading 200 times a second (3,000 trades/s over 15 ETFs) and about 17 hours at the
+# real rate. Quotes (24 bytes each) serve only BID_ASK and MIDPOINT ticks, which the daemon does not
+# fill back by default: a quarter as many. 20 symbols stay under about 460 MB however long it runs.
+DEFAULT_TAPE_LIMIT = 1_000_000
+DEFAULT_QUOTE_LIMIT = 250_000
 
 # The highest version this simulator speaks; at 201 and above IB switches to protobuf bodies.
 MAX_SERVER_VERSION = 178
@@ -42,7 +44,8 @@ class SimulatorConfig:
         server_version: highest API version negotiated (the answer is min(this, client max)).
         depth_rows: rows per side of every depth book.
         session: when the market trades: ``always`` (UTC days, tests at any hour) or ``nyse``.
-        tape_limit: trades and quotes each symbol keeps for history (the oldest go first).
+        tape_limit: trades each symbol keeps for history (the oldest quarter goes when full).
+        quote_limit: quotes (top-of-book changes) each symbol keeps for BID_ASK / MIDPOINT ticks.
         hmds_latency: seconds before a historical request is answered (requests are open meanwhile).
         paused: start with the market paused (``resume`` starts it; tests that need exact content).
         max_frame_size: largest client frame accepted; bigger ones close that client.
@@ -66,6 +69,7 @@ class SimulatorConfig:
     depth_rows: int = 10
     session: str = "always"
     tape_limit: int = DEFAULT_TAPE_LIMIT
+    quote_limit: int = DEFAULT_QUOTE_LIMIT
     hmds_latency: float = 0.01
     paused: bool = False
     max_frame_size: int = 0xFFFFFF
@@ -89,9 +93,10 @@ class SimulatorConfig:
         if self.session not in SESSION_CHOICES:
             msg = f"session must be one of {SESSION_CHOICES}, got {self.session!r}"
             raise ValueError(msg)
-        if self.tape_limit < 1000:
-            msg = f"tape_limit must be at least 1000, got {self.tape_limit}"
-            raise ValueError(msg)
+        for name in ("tape_limit", "quote_limit"):
+            if getattr(self, name) < 1000:
+                msg = f"{name} must be at least 1000, got {getattr(self, name)}"
+                raise ValueError(msg)
         if self.hmds_latency < 0:
             msg = "hmds_latency must be >= 0"
             raise ValueError(msg)

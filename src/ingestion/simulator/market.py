@@ -348,8 +348,9 @@ class SymbolMarket:
     )
 
     def __init__(
-        self, spec: ContractSpec, seed: int, tape_limit: int, start_ms: int, counts: dict[str, int]
+        self, spec: ContractSpec, seed: int, limits: tuple[int, int], start_ms: int, counts: dict[str, int]
     ) -> None:
+        """``limits``: the trades and the quotes the tape keeps."""
         self.spec = spec
         self.symbol = spec.symbol
         self.counts = counts
@@ -365,8 +366,8 @@ class SymbolMarket:
         self.low = spec.price_cents - spec.price_cents // 250
         self.volume = 0
         self.vwap_num = 0
-        self.trades = TradeTape(tape_limit)
-        self.quotes = QuoteTape(tape_limit)
+        self.trades = TradeTape(limits[0])
+        self.quotes = QuoteTape(limits[1])
         self.minutes: dict[int, MinuteBar] = {}
         self._minute = -1
         self._bar: MinuteBar | None = None

@@ -54,7 +54,11 @@ class Simulator:
         self.hours = trading_hours(config.session, self.started_ms)
         self.markets: dict[str, SymbolMarket] = {
             spec.symbol: SymbolMarket(
-                spec, config.seed, config.tape_limit, self.started_ms, self.stats.for_symbol(spec.symbol)
+                spec,
+                config.seed,
+                (config.tape_limit, config.quote_limit),
+                self.started_ms,
+                self.stats.for_symbol(spec.symbol),
             )
             for spec in config.universe
         }
