@@ -1,10 +1,13 @@
 """How many messages per second the simulator sends to one client (run by hand).
 
-    .venv/bin/python bench/bench_simulator.py [--seconds 10] [--in-process]
+    .venv/bin/python bench/bench_simulator.py [--seconds 10] [--src other/src]
 
 The simulator runs unthrottled (rate 0) in its own process (one core); this process is a raw-socket
 client that does the handshake, subscribes Level 1 with RTVolume for the 15 ETFs, 3 smart depth books
-and 3 tick-by-tick streams, then only counts frames. It prints msgs/s as measured by the reader.
+and 3 tick-by-tick streams, then only counts frames. It prints msgs/s as measured by the reader, and
+msgs per CPU second of the simulator process (from /proc): on a machine shared with other work the
+second figure moves much less than the first. ``--src`` runs another checkout's simulator (a
+before/after comparison with the same client).
 """
 
 from __future__ import annotations
@@ -73,6 +76,20 @@ def connect(port: int) -> socket.socket:
             time.sleep(0.05)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of process ``pid`` in MB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def count_frames(sock: socket.socket, seconds: float) -> tuple[int, int, float]:
     """Frames and bytes received during ``seconds`` after the first byte."""
     version = b"v157..178"
@@ -112,20 +129,25 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--src", type=Path, default=Path(__file__).resolve().parent.parent / "src")
     args = parser.parse_args()
     port = free_port()
-    src = Path(__file__).resolve().parent.parent / "src"
+    src = args.src.resolve()
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     command = [sys.executable, "-m", "ingestion.simulator", "--port", str(port), "--control-port", "0"]
     server = subprocess.Popen([*command, "--rate", "0"], env=env, stderr=subprocess.DEVNULL)
     try:
         with connect(port) as sock:
+            cpu_before = cpu_seconds(server.pid)
             frames, total, elapsed = count_frames(sock, args.seconds)
+            cpu = cpu_seconds(server.pid) - cpu_before
+            rss = rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait(10)
-    print(f"{frames} messages, {total / 1e6:.1f} MB in {elapsed:.2f} s")
+    print(f"{frames} messages, {total / 1e6:.1f} MB in {elapsed:.2f} s; simulator CPU {cpu:.2f} s")
     print(f"{frames / elapsed:,.0f} msgs/s  ({total / elapsed / 1e6:.1f} MB/s) to one client")
+    print(f"{frames / cpu:,.0f} msgs per CPU second of the simulator; its RSS at the end {rss:.0f} MB")
     return 0
 
 

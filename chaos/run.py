@@ -12,6 +12,8 @@ redis-server, the QuestDB double of bench/questdb_server.py):
     kill-9           kill -9 under load: rows lost <= 2 flush intervals of trades+depth
     bad-input        fake gateway (garbage, truncated, wrong version, oversized), then proxy;
                      hypothesis over load_settings (3,000 examples; quick: 300) and check-config
+    history          gateway down 60 s, gateway silent 60 s, daemon stopped 60 s, at 3,000 msgs/s
+                     (quick: 10 s each): time_and_sales (live + backfill) == the market's trades
 
 Run by hand; nothing here is part of the test suite. Exit code 0 when every line passed.
 """
@@ -25,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import backfill
 import bad_input
 import daemon_stop
 import gateway
@@ -40,6 +43,7 @@ SCENARIOS: dict[str, Scenario] = {
     "sigterm": daemon_stop.sigterm,
     "kill-9": daemon_stop.sigkill,
     "bad-input": bad_input.bad_input,
+    "history": backfill.history,
 }
 
 

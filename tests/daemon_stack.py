@@ -20,6 +20,7 @@ from ingestion.config import (
     AlertsConfig,
     ApiConfig,
     BackoffConfig,
+    HistoryConfig,
     IbkrConfig,
     QuestDBConfig,
     Settings,
@@ -146,6 +147,8 @@ def stack_settings(
         # Port 0 (any free port) is what a test wants, but ApiConfig's validation allows 1..65535 only.
         api=ApiConfig.model_construct(host="127.0.0.1", port=0),
         alerts=AlertsConfig(webhooks=webhooks, webhook_timeout_seconds=2, webhook_retries=3),
+        # History has its own tests (tests/history); here it would only add requests to other tests' counts.
+        history=HistoryConfig(enabled=False),
     )
 
 

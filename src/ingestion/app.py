@@ -29,6 +29,8 @@ from ingestion.config import Settings
 from ingestion.events import IngestionEvent, ReceiveClock
 from ingestion.fred import FredPoller
 from ingestion.health import HealthReporter, StaleDataMonitor
+from ingestion.history.service import HistoryService
+from ingestion.history.windows import AlwaysOpen
 from ingestion.ibkr.normalise import Normaliser
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
@@ -49,6 +51,7 @@ SHUTDOWN_SECONDS = 8.0
 RECANCEL_SECONDS = 1.0
 DRAIN_SECONDS = 1.0
 FRED_STATE_FILE = "fred-state.json"
+HISTORY_STATE_FILE = "history-gaps.json"
 
 log = get_logger("app")
 
@@ -78,6 +81,7 @@ class Daemon:
     feed: EventFeed = field(default_factory=EventFeed)
     timeline: ConnectionTimeline = field(default_factory=lambda: ConnectionTimeline(None))
     summary: MarketSummary | None = None
+    history: HistoryService | None = None
 
 
 def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daemon:
@@ -91,9 +95,27 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
     questdb = QuestDBWriter(settings.questdb, bus, metrics)
     health_ref: list[HealthReporter] = []
     valkey = ValkeyCache(settings.valkey, bus, metrics, status_provider=lambda: health_ref[0].body())
-    pipeline = Pipeline([questdb, valkey], metrics, bus, settings.pipeline.queue_size)
+    supervisor_ref: list[ConnectionSupervisor] = []
+    history = HistoryService(
+        settings.history,
+        [s.symbol for s in settings.universe if "time_and_sales" in s.data],
+        list(settings.symbols),
+        calendar=AlwaysOpen() if settings.history.market_hours == "always" else calendar,  # type: ignore[arg-type]
+        state=state,
+        registry=registry,
+        questdb=questdb,
+        http=lambda: http_client(settings.questdb),
+        connection=_LiveConnection(supervisor_ref),
+        bus=bus,
+        metrics=metrics,
+        state_path=settings.questdb.spool.dir / HISTORY_STATE_FILE,
+    )
+    # The gap tracker sees live trades as a sink, in the order the QuestDB writer gets them.
+    sinks = [questdb, valkey, history.tracker] if settings.history.enabled else [questdb, valkey]
+    pipeline = Pipeline(sinks, metrics, bus, settings.pipeline.queue_size)
     normaliser = Normaliser(registry, pipeline.put, clock, metrics)
     supervisor = ConnectionSupervisor(settings.ibkr, state, registry, normaliser)
+    supervisor_ref.append(supervisor)
     fred = FredPoller(settings.fred, questdb, bus, metrics, settings.questdb.spool.dir / FRED_STATE_FILE)
     stale = StaleDataMonitor(settings.alerts.stale_after_seconds, state, pipeline, calendar, bus)
     health = HealthReporter(
@@ -106,6 +128,7 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
         stale=stale,
         fred=fred,
         started_monotonic=time.monotonic(),
+        history=history,
     )
     health_ref.append(health)
     alert_log = AlertLog()
@@ -130,8 +153,20 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
         normaliser, supervisor, fred, stale, health, alert_log, webhooks,
         feed=feed, timeline=timeline, summary=summary,
     )  # fmt: skip
+    daemon.history = history
     daemon.api = ApiServer(settings.api, create_app(daemon))
     return daemon
+
+
+class _LiveConnection:
+    """The supervisor's live IB client, for history's requests (the supervisor is built after history)."""
+
+    def __init__(self, supervisor: list[ConnectionSupervisor]) -> None:
+        self._supervisor = supervisor
+
+    @property
+    def ib(self) -> Any:
+        return self._supervisor[0].ib if self._supervisor else None
 
 
 def _record_in(questdb: QuestDBWriter, metrics: Metrics) -> Any:
@@ -192,6 +227,8 @@ async def run(daemon: Daemon, stop: asyncio.Event) -> int:
     ]
     if daemon.summary is not None:
         background.append(asyncio.create_task(daemon.summary.run(), name="market-summary"))
+    if daemon.history is not None:
+        background.append(asyncio.create_task(daemon.history.run(), name="history"))
     supervisor = asyncio.create_task(daemon.supervisor.run(), name="ibkr")
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
     crashed = await _until_stop_or_crash(stopping, [supervisor, *background])

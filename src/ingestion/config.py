@@ -300,6 +300,108 @@ class PipelineConfig(_Section):
         return value
 
 
+# IB's spellings of the bar sizes from 1 min to 1 day, with their length in seconds.
+BAR_SIZES: Mapping[str, int] = {
+    "1 min": 60, "2 mins": 120, "3 mins": 180, "5 mins": 300, "10 mins": 600, "15 mins": 900,
+    "20 mins": 1200, "30 mins": 1800, "1 hour": 3600, "2 hours": 7200, "3 hours": 10800,
+    "4 hours": 14400, "8 hours": 28800, "1 day": 86400,
+}  # fmt: skip
+LOOKBACK_PATTERN = r"^[1-9][0-9]{0,3} [DWMY]$"
+
+
+class BarSeriesConfig(_Section):
+    """One bar size kept in market_data_historical, and how far back."""
+
+    bar_size: str
+    """IB's spelling of the bar size: 1 min, 2 mins, ..., 30 mins, 1 hour, ..., 8 hours, 1 day."""
+    lookback: Annotated[str, Field(pattern=LOOKBACK_PATTERN)]
+    """How far back: N D (trading days), N W, N M or N Y, as IB writes durations."""
+
+    @field_validator("bar_size")
+    @classmethod
+    def _known_bar_size(cls, value: str) -> str:
+        if value not in BAR_SIZES:
+            msg = f"unknown bar size {value!r}; IB's spellings are: {', '.join(BAR_SIZES)}"
+            raise ValueError(msg)
+        return value
+
+
+DEFAULT_BARS = (
+    BarSeriesConfig(bar_size="1 day", lookback="2 Y"),
+    BarSeriesConfig(bar_size="1 min", lookback="5 D"),
+)
+
+
+class BackfillConfig(_Section):
+    """Filling the gaps of time_and_sales from IB's historical trades."""
+
+    enabled: bool = True
+    """Find and fill every gap in the live trades while the market is open."""
+    lookback_days: Annotated[int, Field(ge=1, le=180)] = 5
+    """The daemon's own downtime is filled back at most this many days (from the newest stored trade)."""
+    stall_seconds: PositiveSeconds = 3.0
+    """No market data at all this long while connected in the regular session counts as a stall (a gap)."""
+    settle_seconds: PositiveSeconds = 5.0
+    """After a gap's cause clears, live trades count as complete from this many seconds on."""
+    bid_ask: bool = False
+    """Level 1 gaps from BID_ASK ticks (double pacing cost): not available yet, so only false is accepted."""
+    give_up_hours: PositiveSeconds = 6.0
+    """A gap still unfilled after this long (HMDS down) is reported as unfillable and dropped."""
+
+    @field_validator("bid_ask")
+    @classmethod
+    def _bid_ask_not_yet(cls, value: bool) -> bool:
+        if value:
+            msg = "Level 1 backfill from BID_ASK ticks is not available yet; leave it false"
+            raise ValueError(msg)
+        return value
+
+
+class PacingConfig(_Section):
+    """IB's historical data pacing, kept by construction (with a margin)."""
+
+    requests_per_10_minutes: Annotated[int, Field(ge=1, le=60)] = 60
+    """Requests in any 10 minutes (BID_ASK counts twice); IB answers 162 beyond 60."""
+    per_contract_in_2_seconds: Annotated[int, Field(ge=1, le=5)] = 5
+    """Requests for one contract, exchange and tick type within 2 s; IB answers 162 at six."""
+    identical_seconds: Annotated[float, Field(ge=15.0)] = 16.0
+    """An identical request is sent again only after this long (IB: 15 s)."""
+    max_open: Annotated[int, Field(ge=1, le=50)] = 50
+    """Requests open at once (IB: 50)."""
+    request_timeout_seconds: PositiveSeconds = 60.0
+    """A request without an answer this long counts as failed and is retried later."""
+    retry_seconds: PositiveSeconds = 30.0
+    """First wait before retrying after a pacing violation (162) or a failure; doubles, at most 3 retries."""
+
+
+class HistoryConfig(_Section):
+    """IB history: bars into market_data_historical, and gaps of time_and_sales filled back."""
+
+    enabled: bool = True
+    """Request history from IB at all."""
+    bars: tuple[BarSeriesConfig, ...] = DEFAULT_BARS
+    """Bar sizes and look-backs, for every symbol; at start and after each session close."""
+    what_to_show: Literal["TRADES", "MIDPOINT", "BID_ASK"] = "TRADES"
+    """What the bars are built from."""
+    use_rth: bool = False
+    """Bars of the regular session only (true) or with extended hours (false)."""
+    market_hours: Literal["nyse", "always"] = "nyse"
+    """When history may ask for data: nyse (its calendar with extended hours), or always (the simulator)."""
+    backfill: BackfillConfig = BackfillConfig()
+    """Gap backfill of time_and_sales."""
+    pacing: PacingConfig = PacingConfig()
+    """IB's pacing rules for historical requests."""
+
+    @field_validator("bars")
+    @classmethod
+    def _one_per_bar_size(cls, value: tuple[BarSeriesConfig, ...]) -> tuple[BarSeriesConfig, ...]:
+        sizes = [b.bar_size for b in value]
+        if len(set(sizes)) != len(sizes):
+            msg = f"a bar size is listed more than once: {sizes}"
+            raise ValueError(msg)
+        return value
+
+
 def uvloop_installed() -> bool:
     try:
         import uvloop  # noqa: F401
@@ -333,6 +435,8 @@ class Settings(_Section):
     """Alert delivery and stale-data detection."""
     pipeline: PipelineConfig = PipelineConfig()
     """The bounded queue to the sinks."""
+    history: HistoryConfig = HistoryConfig()
+    """IB history: bars and gap backfill."""
 
     @field_validator("universe")
     @classmethod

@@ -20,7 +20,7 @@ from typing import Literal
 
 Side = Literal["bid", "ask"]
 DepthOperation = Literal["insert", "update", "delete"]
-TradeSource = Literal["tick_by_tick", "rtvolume"]
+TradeSource = Literal["tick_by_tick", "rtvolume", "backfill"]
 
 
 @dataclass(slots=True)
@@ -85,6 +85,22 @@ class EconomicObservation:
 
 
 @dataclass(slots=True, frozen=True)
+class HistoricalBar:
+    """One bar from IB's history (one row of ``market_data_historical``); the timestamp is the bar start."""
+
+    symbol: str
+    timestamp_ns: int
+    bar_size: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None
+    wap: float | None
+    bar_count: int | None
+
+
+@dataclass(slots=True, frozen=True)
 class IngestionEvent:
     """A state change worth recording and, when ``alert`` is set, telling the operator about.
 
@@ -100,7 +116,7 @@ class IngestionEvent:
 
 
 MarketEvent = Quote | DepthUpdate | Trade
-Event = Quote | DepthUpdate | Trade | EconomicObservation | IngestionEvent
+Event = Quote | DepthUpdate | Trade | EconomicObservation | HistoricalBar | IngestionEvent
 
 
 class ReceiveClock:

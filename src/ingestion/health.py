@@ -112,6 +112,7 @@ class HealthReporter:
     stale: StaleDataMonitor
     fred: FredStatusSource | None = None
     started_monotonic: float = 0.0
+    history: FredStatusSource | None = None
 
     def body(self) -> dict[str, Any]:
         connection = self.state.snapshot()
@@ -139,6 +140,7 @@ class HealthReporter:
                 "events_dropped": self.pipeline.dropped,
             },
             "fred": self.fred.status() if self.fred is not None else {"state": "disabled"},
+            "history": self.history.status() if self.history is not None else {"state": "disabled"},
             "uptime_seconds": round(time.monotonic() - self.started_monotonic, 1),
         }
         return body

@@ -80,6 +80,21 @@ class Metrics:
             "ingestion_fred_observations", "FRED observations written", ["series"], registry=r
         )
         self.alerts = Counter("ingestion_alerts", "Alerts raised", ["event"], registry=r)
+        self.history_requests = Counter(
+            "ingestion_history_requests", "Historical requests sent to IB", ["kind"], registry=r
+        )
+        self.history_pacing_waits = Counter(
+            "ingestion_history_pacing_waits", "Historical requests the pacer held back", registry=r
+        )
+        self.history_pacing_violations = Counter(
+            "ingestion_history_pacing_violations", "Error 162 pacing answers from IB", registry=r
+        )
+        self.history_rows = Counter(
+            "ingestion_history_rows", "Rows from IB's history handed to QuestDB", ["table"], registry=r
+        )
+        self.history_gaps = Counter(
+            "ingestion_history_gaps", "Gaps of time_and_sales by outcome", ["outcome"], registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

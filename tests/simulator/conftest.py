@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 
@@ -15,10 +16,13 @@ from ingestion.simulator.server import Simulator, running_simulator
 
 @pytest.fixture
 def sim_factory() -> SimFactory:
-    """``async with sim_factory(rate=..., ...) as sim``: a simulator with overridden options."""
+    """``async with sim_factory(rate=..., clock=...) as sim``: a simulator with overridden options
+    (and, with ``clock``, a clock of its own instead of the wall clock)."""
 
-    def make(**overrides: object) -> AbstractAsyncContextManager[Simulator]:
-        return running_simulator(replace(BASE_CONFIG, **overrides))  # type: ignore[arg-type]
+    def make(
+        clock: Callable[[], float] = time.time, **overrides: object
+    ) -> AbstractAsyncContextManager[Simulator]:
+        return running_simulator(replace(BASE_CONFIG, **overrides), clock)  # type: ignore[arg-type]
 
     return make
 

@@ -1,7 +1,8 @@
-"""Reproducible streams and exact counts: what a lossless-pipeline test relies on."""
+"""Reproducible markets and exact counts: what a lossless-pipeline test relies on."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 from sim_support import SimFactory, wait_until
@@ -34,10 +35,14 @@ SCRIPT = b"".join(
 )
 
 
+# A clock that stands still: with the market paused from the start, only bursts move it, so every
+# timestamp and every price of the run is fixed.
+FROZEN_CLOCK = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
+
+
 async def record(sim_factory: SimFactory, seed: int, burst: int) -> bytes:
     """All bytes a raw client receives for SCRIPT followed by a burst of ``burst`` messages."""
-    async with sim_factory(seed=seed) as sim:
-        sim.pause()
+    async with sim_factory(seed=seed, paused=True, clock=lambda: FROZEN_CLOCK) as sim:
         client = await WireClient.connect(sim.port)
         await client.send(handshake())
         await client.read_frames(1)
@@ -54,7 +59,7 @@ async def record(sim_factory: SimFactory, seed: int, burst: int) -> bytes:
 
 
 async def test_same_seed_same_requests_give_byte_identical_streams(sim_factory: SimFactory):
-    """Two runs with the same seed and request script send exactly the same bytes."""
+    """Two runs with the same seed, clock and request script send exactly the same bytes."""
     first = await record(sim_factory, seed=7, burst=20_000)
     second = await record(sim_factory, seed=7, burst=20_000)
     assert len(first) > 500_000
@@ -66,20 +71,23 @@ async def test_different_seeds_give_different_streams(sim_factory: SimFactory):
     assert await record(sim_factory, seed=1, burst=2_000) != await record(sim_factory, seed=2, burst=2_000)
 
 
-async def test_throttled_streams_are_identical_too(sim_factory: SimFactory):
-    """Under a wall-clock rate the content is still seed-determined: the common prefix is identical."""
-    streams = []
-    for _ in range(2):
+async def test_under_the_wall_clock_the_trades_are_the_same_whoever_listens(sim_factory: SimFactory):
+    """With the wall clock and a rate, the n-th trade of a symbol (price, size, exchange, attributes)
+    is the same in every run with that seed, whether a client listens to the symbol or not."""
+    tapes = []
+    for listen in (True, False):
         async with sim_factory(seed=3, rate=50_000) as sim:
             client = await WireClient.connect(sim.port)
             await client.send(handshake())
             await client.read_frames(1)
-            await client.send(SCRIPT)
-            streams.append(await client.read_for(0.3))
+            await client.send(SCRIPT if listen else start_api(1))
+            await wait_until(lambda: sim.markets["SPY"].trades.count > 200)
+            trades = sim.tape("SPY", 0, 2**62)
+            tapes.append([(t.price_cents, t.size, t.exchange, t.mask) for t in trades])
             await client.close()
-    common = min(map(len, streams))
-    assert common > 10_000
-    assert streams[0][:common] == streams[1][:common]
+    common = min(map(len, tapes))
+    assert common > 200
+    assert tapes[0][:common] == tapes[1][:common]
 
 
 async def test_stats_count_exactly_what_a_client_received(sim_factory: SimFactory):
@@ -136,3 +144,20 @@ async def test_realistic_prices_spreads_and_volume(sim_factory: SimFactory):
             assert int(size) > 0
             assert int(volume) >= int(size)
             assert single in ("true", "false")
+
+
+async def test_a_closed_client_is_sent_nothing_more_and_the_stats_agree(sim_factory: SimFactory):
+    """POST /disconnect while streaming unthrottled: every frame /stats counts reached the client
+    before the close, and nothing counted was rendered for the closing socket."""
+    async with sim_factory(rate=0) as sim:
+        client = await WireClient.connect(sim.port)
+        await client.send(handshake())
+        await client.read_frames(1)
+        await client.send(SCRIPT)
+        await wait_until(lambda: sim.stats.snapshot()["total"] > 20_000)  # type: ignore[operator]
+        sim.disconnect_all()
+        assert await client.closed_by_server()
+        await asyncio.sleep(0.1)  # turns of the scheduler after the close
+        frames, rest = split_frames(bytes(client.received))
+        assert rest == b""
+        assert len(frames) == sim.stats.snapshot()["total"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from ib_insync import IB, Stock
@@ -108,3 +109,20 @@ async def test_client_book_matches_simulator_book_after_10000_updates(sim_factor
             assert asks == [(float(r.price), r.size, r.market_maker) for r in book.asks]
         finally:
             ib.disconnect()
+
+
+async def test_reads_history_bars_head_timestamp_and_ticks(sim: Simulator, ib: IB):
+    """At version 176 too: a head timestamp, daily bars, and the tape's trades as historical ticks."""
+    spy = await qualified(ib, "SPY")
+    ib.reqTickByTickData(spy, "AllLast")
+    await wait_until(lambda: sim.markets["SPY"].trades.count > 150)
+    sim.pause()
+    head = await ib.reqHeadTimeStampAsync(spy, "TRADES", useRTH=False, formatDate=1)
+    bars = await ib.reqHistoricalDataAsync(spy, "", "1 M", "1 day", "TRADES", useRTH=False)
+    end = datetime.fromtimestamp(sim.now_ms() // 1000, UTC)
+    ticks = await ib.reqHistoricalTicksAsync(spy, "", end, 100, "TRADES", False)
+    assert head.year <= bars[0].date.year
+    assert len(bars) >= 30
+    assert len(ticks) >= 100
+    tape = sim.tape("SPY", 0, 2**62)[-len(ticks) :]
+    assert [(t.price, t.size) for t in ticks] == [(t.price_cents / 100, t.size) for t in tape]

@@ -29,6 +29,10 @@ EXPECTED_DDL = [
     "value DOUBLE) TIMESTAMP(timestamp) PARTITION BY DAY WAL DEDUP UPSERT KEYS(timestamp, series_id)",
     "CREATE TABLE IF NOT EXISTS ingestion_events (timestamp TIMESTAMP, event SYMBOL CAPACITY 256 CACHE, "
     "code INT, detail VARCHAR) TIMESTAMP(timestamp) PARTITION BY DAY WAL DEDUP UPSERT KEYS(timestamp, event)",
+    "CREATE TABLE IF NOT EXISTS market_data_historical (timestamp TIMESTAMP, "
+    "symbol SYMBOL CAPACITY 256 CACHE, bar_size SYMBOL CAPACITY 32 CACHE, "
+    "open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE, wap DOUBLE, bar_count INT) "
+    "TIMESTAMP(timestamp) PARTITION BY MONTH WAL DEDUP UPSERT KEYS(timestamp, symbol, bar_size)",
 ]
 
 
@@ -52,6 +56,7 @@ class TestSchemaAtStart:
             "table_columns('time_and_sales')",
             "table_columns('economic_data')",
             "table_columns('ingestion_events')",
+            "table_columns('market_data_historical')",
         ]
 
     async def test_existing_matching_tables_are_accepted(
@@ -153,4 +158,4 @@ class TestSchemaWhenQuestDBIsDown:
             await eventually(lambda: qdb.row_count("market_data_l1") == 1, what="the replayed row")
         kinds = [kind for kind, _ in qdb.timeline]
         first_write = kinds.index("write")
-        assert kinds[:first_write].count("exec") == 10  # five CREATE TABLE and five table_columns()
+        assert kinds[:first_write].count("exec") == 12  # six CREATE TABLE and six table_columns()

@@ -7,8 +7,9 @@ import asyncio
 import logging
 import signal
 
-from ingestion.simulator.config import DEFAULT_RATE, SimulatorConfig
+from ingestion.simulator.config import DEFAULT_QUOTE_LIMIT, DEFAULT_RATE, DEFAULT_TAPE_LIMIT, SimulatorConfig
 from ingestion.simulator.entitlement import Entitlement
+from ingestion.simulator.hours import SESSION_CHOICES
 from ingestion.simulator.server import running_simulator
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pacing-limit", type=int, default=None, help="requests per second per client before error 100"
     )
+    parser.add_argument(
+        "--session",
+        choices=SESSION_CHOICES,
+        default="always",
+        help="when the market trades: always (UTC days) or nyse (XNYS, 04:00-20:00 ET) (default always)",
+    )
+    parser.add_argument(
+        "--tape-limit",
+        type=int,
+        default=DEFAULT_TAPE_LIMIT,
+        help=f"trades per symbol kept for history (default {DEFAULT_TAPE_LIMIT:,})",
+    )
+    parser.add_argument(
+        "--quote-limit",
+        type=int,
+        default=DEFAULT_QUOTE_LIMIT,
+        help=f"quotes per symbol kept for BID_ASK/MIDPOINT ticks (default {DEFAULT_QUOTE_LIMIT:,})",
+    )
+    parser.add_argument("--paused", action="store_true", help="start with the market paused (POST /resume)")
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -57,6 +77,10 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         max_market_data_lines=getattr(args, "max_market_data_lines", 100),
         pacing_limit=getattr(args, "pacing_limit", None),
         entitlement=Entitlement(getattr(args, "entitlement", Entitlement.LIVE.value)),
+        session=getattr(args, "session", "always"),
+        tape_limit=getattr(args, "tape_limit", DEFAULT_TAPE_LIMIT),
+        quote_limit=getattr(args, "quote_limit", DEFAULT_QUOTE_LIMIT),
+        paused=getattr(args, "paused", False),
     )
 
 

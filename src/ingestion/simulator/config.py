@@ -6,13 +6,17 @@ from dataclasses import dataclass, field
 
 from ingestion.simulator.contracts import DEFAULT_UNIVERSE, ContractSpec
 from ingestion.simulator.entitlement import Entitlement
-
-# 2025-01-02 14:30:00 UTC, i.e. the 09:30 ET open: the simulated clock starts here so that tick
-# content never depends on the wall clock (two runs with the same seed are byte-identical).
-DEFAULT_START_EPOCH_MS = 1_735_828_200_000
+from ingestion.simulator.hours import SESSION_CHOICES
 
 # A realistic total message rate for a handful of subscriptions on a real gateway.
 DEFAULT_RATE = 2_000.0
+
+# Trades each symbol's tape keeps for history: 1,000,000 trades are 17 MB (17 bytes each), over an
+# hour of a symbol trading 200 times a second (3,000 trades/s over 15 ETFs) and about 17 hours at the
+# real rate. Quotes (24 bytes each) serve only BID_ASK and MIDPOINT ticks, which the daemon does not
+# fill back by default: a quarter as many. 20 symbols stay under about 460 MB however long it runs.
+DEFAULT_TAPE_LIMIT = 1_000_000
+DEFAULT_QUOTE_LIMIT = 250_000
 
 # The highest version this simulator speaks; at 201 and above IB switches to protobuf bodies.
 MAX_SERVER_VERSION = 178
@@ -30,7 +34,8 @@ class SimulatorConfig:
         control_port: HTTP control API port; 0 picks a free one, ``None`` disables the control API.
         rate: total streaming messages per second over all subscriptions of all clients;
             0 means unthrottled (as fast as the sockets drain).
-        seed: seed of the market model; same seed and same requests give byte-identical streams.
+        seed: seed of the market model: the n-th event of a symbol depends only on it (with the same
+            clock and requests, the bytes sent are identical too).
         max_depth_books: market depth subscriptions per client before error 309.
         max_tick_by_tick: tick-by-tick subscriptions per client before error 10190.
         max_market_data_lines: streaming reqMktData per client before error 101.
@@ -39,7 +44,11 @@ class SimulatorConfig:
         next_valid_id: first order id reported after startApi (fixed for determinism).
         server_version: highest API version negotiated (the answer is min(this, client max)).
         depth_rows: rows per side of every depth book.
-        start_epoch_ms: start of the simulated clock used in tick content.
+        session: when the market trades: ``always`` (UTC days, tests at any hour) or ``nyse``.
+        tape_limit: trades each symbol keeps for history (the oldest quarter goes when full).
+        quote_limit: quotes (top-of-book changes) each symbol keeps for BID_ASK / MIDPOINT ticks.
+        hmds_latency: seconds before a historical request is answered (requests are open meanwhile).
+        paused: start with the market paused (``resume`` starts it; tests that need exact content).
         max_frame_size: largest client frame accepted; bigger ones close that client.
         universe: the contracts the simulator knows.
         not_entitled: symbols this account has no market data subscription for: reqMktData,
@@ -62,7 +71,11 @@ class SimulatorConfig:
     next_valid_id: int = 1
     server_version: int = MAX_SERVER_VERSION
     depth_rows: int = 10
-    start_epoch_ms: int = DEFAULT_START_EPOCH_MS
+    session: str = "always"
+    tape_limit: int = DEFAULT_TAPE_LIMIT
+    quote_limit: int = DEFAULT_QUOTE_LIMIT
+    hmds_latency: float = 0.01
+    paused: bool = False
     max_frame_size: int = 0xFFFFFF
     universe: tuple[ContractSpec, ...] = field(default=DEFAULT_UNIVERSE)
     not_entitled: frozenset[str] = frozenset()
@@ -81,6 +94,16 @@ class SimulatorConfig:
             raise ValueError(msg)
         if not 1 <= self.depth_rows <= 10:
             msg = f"depth_rows must be in 1..10, got {self.depth_rows}"
+            raise ValueError(msg)
+        if self.session not in SESSION_CHOICES:
+            msg = f"session must be one of {SESSION_CHOICES}, got {self.session!r}"
+            raise ValueError(msg)
+        for name in ("tape_limit", "quote_limit"):
+            if getattr(self, name) < 1000:
+                msg = f"{name} must be at least 1000, got {getattr(self, name)}"
+                raise ValueError(msg)
+        if self.hmds_latency < 0:
+            msg = "hmds_latency must be >= 0"
             raise ValueError(msg)
         for name in ("max_depth_books", "max_tick_by_tick", "max_market_data_lines"):
             if getattr(self, name) < 0:

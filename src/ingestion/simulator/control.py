@@ -5,17 +5,23 @@ the CLI's own, and these few endpoints need nothing but a request line and a JSO
 
 Endpoints (query parameters, JSON answers, one request per connection):
 
-    GET  /stats                       connections and exact counts of messages sent
+    GET  /stats                       connections, exact counts of messages sent, and what the
+                                      market produced ("market": trades per symbol, sent or not)
+    GET  /tape?symbol=S&start=<unix s>&end=<unix s>
+                                      the trades S produced with start <= time < end, oldest first
     POST /stats/reset                 zero the counters
     POST /disconnect                  close every client socket now
     POST /restart?down=<seconds>      close every client and the listener; listen again after `down`
     POST /error?code=<n>              send IB system message n to every client (1100, 1101, 1102, 2103...)
     POST /silence?seconds=<n>         send nothing and answer nothing for n seconds, sockets stay open
     POST /rate?value=<msgs per s>     total streaming rate; 0 = unthrottled
-    POST /burst?messages=<n>          n extra streaming messages as fast as clients drain (also when paused)
-    POST /pause, POST /resume         stop / restart rate-driven streaming
+    POST /burst?messages=<n>          advance the watched symbols until n more messages went out, as
+                                      fast as clients drain (also when paused)
+    POST /pause, POST /resume         stop the market (no trades at all) / let it go on
     POST /depth-reset                 error 317 and a rebuilt book on every depth subscription
     POST /entitlement?value=<v>       the account's market data from now on: live, delayed or none
+    POST /hmds?state=down|up|inactive the historical data farm: 2105 / 2106 / 2107 to every client;
+                                      while down, historical requests stay open until it is up
 """
 
 from __future__ import annotations
@@ -24,10 +30,10 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from ingestion.simulator.server import Simulator
+from ingestion.simulator.tape import Trade
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,38 @@ MAX_REQUEST_HEAD: Final = 16 * 1024
 REQUEST_TIMEOUT: Final = 10.0
 
 _REASONS: Final = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+class Controllable(Protocol):
+    """What the control API drives: the faults and inspections of a running simulator."""
+
+    def snapshot_stats(self) -> dict[str, object]: ...
+    def reset_stats(self) -> None: ...
+    def disconnect_all(self) -> None: ...
+    async def restart(self, down: float) -> None: ...
+    def send_system_message(self, code: int) -> int: ...
+    def silence(self, seconds: float) -> None: ...
+    def set_rate(self, rate: float) -> None: ...
+    def burst(self, messages: int) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def reset_depth(self) -> None: ...
+    def set_hmds(self, state: str) -> int: ...
+    def set_entitlement(self, value: str) -> dict[str, str]: ...
+    def tape(self, symbol: str, start_ms: int, end_ms: int) -> list[Trade]: ...
+
+
+def trade_json(trade: Trade) -> dict[str, object]:
+    """One trade as GET /tape lists it."""
+    return {
+        "time_ms": trade.time_ms,
+        "time": trade.time_ms // 1000,
+        "price": trade.price_cents / 100,
+        "size": trade.size,
+        "exchange": trade.exchange,
+        "conditions": trade.conditions,
+        "unreported": bool(trade.mask & 2),
+    }
 
 
 class BadRequestError(Exception):
@@ -61,9 +99,9 @@ def _text(query: dict[str, list[str]], name: str) -> str:
 
 
 class ControlServer:
-    """Serves the control endpoints for one ``Simulator``."""
+    """Serves the control endpoints for one simulator."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Controllable) -> None:
         self.sim = sim
         self.port: int | None = None
         self._server: asyncio.Server | None = None
@@ -130,6 +168,10 @@ class ControlServer:
             if method != "GET":
                 return 405, {"error": "use GET"}
             return 200, sim.snapshot_stats()
+        if path == "/tape":
+            if method != "GET":
+                return 405, {"error": "use GET"}
+            return 200, self._tape(query)
         posts: dict[str, Callable[[], object]] = {
             "/stats/reset": sim.reset_stats,
             "/disconnect": sim.disconnect_all,
@@ -141,6 +183,7 @@ class ControlServer:
             "/resume": sim.resume,
             "/depth-reset": sim.reset_depth,
             "/entitlement": lambda: sim.set_entitlement(_text(query, "value")),
+            "/hmds": lambda: {"sent": sim.set_hmds(_text(query, "state"))},
         }
         if path == "/restart":
             if method != "POST":
@@ -154,3 +197,13 @@ class ControlServer:
             return 405, {"error": "use POST"}
         result = action()
         return 200, result if isinstance(result, dict) else {"ok": True}
+
+    def _tape(self, query: dict[str, list[str]]) -> dict[str, object]:
+        symbol = _text(query, "symbol").upper()
+        start = round(float(_number(query, "start", float)) * 1000)
+        end = round(float(_number(query, "end", float)) * 1000)
+        try:
+            trades = self.sim.tape(symbol, start, end)
+        except KeyError as exc:
+            raise BadRequestError(str(exc.args[0])) from exc
+        return {"symbol": symbol, "trades": [trade_json(t) for t in trades]}

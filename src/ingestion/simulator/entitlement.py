@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from ingestion.simulator.contracts import ContractSpec
-from ingestion.simulator.market import Stream
-from ingestion.simulator.protocol import HEADER_SIZE, ErrorCode, Out, TickType
+from ingestion.simulator.market import MarketData
+from ingestion.simulator.protocol import ErrorCode, TickType
 
 
 class Entitlement(enum.StrEnum):
@@ -71,7 +71,6 @@ DELAYED_TICK_TYPES: Final = {
     TickType.OPEN: 76,
     TickType.LAST_TIMESTAMP: 88,
 }
-_TICK_MESSAGES: Final = frozenset({str(Out.TICK_PRICE), str(Out.TICK_SIZE), str(Out.TICK_STRING)})
 
 
 def parse_entitlement(value: str) -> Entitlement:
@@ -125,41 +124,20 @@ def live_only_refusal(entitlement: Entitlement, spec: ContractSpec) -> tuple[int
     return NOT_SUBSCRIBED, f"{_NOT_SUBSCRIBED_TEXT}{_venue(spec)}"
 
 
-def delay_frame(frame: bytes) -> bytes:
-    """A tickPrice, tickSize or tickString frame with its tick type as IB's delayed one."""
-    fields = frame[HEADER_SIZE:].decode("ascii").split("\0")
-    if fields[0] not in _TICK_MESSAGES:
-        return frame
-    tick = int(fields[3])
-    fields[3] = str(DELAYED_TICK_TYPES.get(tick, tick))  # type: ignore[call-overload]
-    payload = "\0".join(fields).encode("ascii")
-    return len(payload).to_bytes(HEADER_SIZE, "big") + payload
+class DelayedMarketData(MarketData):
+    """Level 1 as a delayed-data account receives it: the tape's events under IB's delayed tick types.
 
-
-class DelayedMarketData:
-    """A Level 1 stream as a delayed-data account receives it: the same events, delayed tick types.
-
-    Wraps the live stream (built without RTVolume, which delayed data lacks) so that the market
-    model stays one piece of code; frames are rewritten on the way out, which costs a split and a
-    join per message: delayed data is a test of the client, not of throughput.
+    The market model stays one piece of code: only the tick type of each rendered frame changes.
+    Built without RTVolume, which delayed data lacks.
     """
 
-    __slots__ = ("_inner", "counts", "req_id", "symbol")
+    __slots__ = ()
 
-    def __init__(self, inner: Stream) -> None:
-        self._inner = inner
-        self.symbol = inner.symbol
-        self.req_id = inner.req_id
-        self.counts = getattr(inner, "counts", {})
+    def _price(self, tick: int, cents: int, size: int) -> bytes:
+        return super()._price(DELAYED_TICK_TYPES.get(tick, tick), cents, size)  # type: ignore[call-overload]
 
-    def initial(self, out: list[bytes]) -> int:
-        frames: list[bytes] = []
-        sent = self._inner.initial(frames)  # type: ignore[attr-defined]
-        out += [delay_frame(f) for f in frames]
-        return sent
+    def _size(self, tick: int, size: int) -> bytes:
+        return super()._size(DELAYED_TICK_TYPES.get(tick, tick), size)  # type: ignore[call-overload]
 
-    def step(self, out: list[bytes]) -> int:
-        frames: list[bytes] = []
-        sent = self._inner.step(frames)
-        out += [delay_frame(f) for f in frames]
-        return sent
+    def _string(self, tick: int, text: str) -> bytes:
+        return super()._string(DELAYED_TICK_TYPES.get(tick, tick), text)  # type: ignore[call-overload]

@@ -36,6 +36,8 @@ class In(IntEnum):
     REQ_AUTO_OPEN_ORDERS = 15
     REQ_ALL_OPEN_ORDERS = 16
     REQ_MANAGED_ACCTS = 17
+    REQ_HISTORICAL_DATA = 20
+    CANCEL_HISTORICAL_DATA = 25
     REQ_CURRENT_TIME = 49
     REQ_MARKET_DATA_TYPE = 59
     REQ_POSITIONS = 61
@@ -45,6 +47,9 @@ class In(IntEnum):
     START_API = 71
     REQ_ACCOUNT_UPDATES_MULTI = 76
     CANCEL_ACCOUNT_UPDATES_MULTI = 77
+    REQ_HEAD_TIMESTAMP = 87
+    CANCEL_HEAD_TIMESTAMP = 90
+    REQ_HISTORICAL_TICKS = 96
     REQ_TICK_BY_TICK = 97
     CANCEL_TICK_BY_TICK = 98
     REQ_COMPLETED_ORDERS = 99
@@ -63,6 +68,7 @@ class Out(IntEnum):
     MARKET_DEPTH = 12
     MARKET_DEPTH_L2 = 13
     MANAGED_ACCTS = 15
+    HISTORICAL_DATA = 17
     TICK_GENERIC = 45
     TICK_STRING = 46
     CURRENT_TIME = 49
@@ -78,6 +84,10 @@ class Out(IntEnum):
     ACCOUNT_UPDATE_MULTI = 73
     ACCOUNT_UPDATE_MULTI_END = 74
     TICK_REQ_PARAMS = 81
+    HEAD_TIMESTAMP = 88
+    HISTORICAL_TICKS = 96
+    HISTORICAL_TICKS_BID_ASK = 97
+    HISTORICAL_TICKS_LAST = 98
     TICK_BY_TICK = 99
     COMPLETED_ORDERS_END = 102
 
@@ -124,10 +134,13 @@ class ErrorCode(IntEnum):
 
     PACING = 100
     MAX_TICKERS = 101
+    HISTORICAL_DATA = 162
     NO_SECURITY_DEFINITION = 200
     MAX_DEPTH_BOOKS = 309
     DEPTH_RESET = 317
+    VALIDATION = 321
     DUPLICATE_TICKER_ID = 322
+    PROCESSING = 322  # "Error processing request": the same code, other causes
     NOT_SUBSCRIBED = 354
     CLIENT_ID_IN_USE = 326
     CONNECTIVITY_LOST = 1100
@@ -143,6 +156,7 @@ class ErrorCode(IntEnum):
     MARKET_FARM_CONNECTING = 2119
     SECDEF_FARM_BROKEN = 2157
     SECDEF_FARM_OK = 2158
+    INVALID_END_DATE = 10314
     MAX_TICK_BY_TICK = 10190
     COMPETING_LIVE_SESSION = 10197
 
@@ -151,6 +165,16 @@ class ErrorCode(IntEnum):
 ERROR_TEXTS: Final[dict[int, str]] = {
     ErrorCode.PACING: "Max rate of messages per second has been exceeded:max={limit} rec={received} (1)",
     ErrorCode.MAX_TICKERS: "Max number of tickers has been reached.",
+    ErrorCode.HISTORICAL_DATA: "Historical Market Data Service error message:{detail}",
+    ErrorCode.VALIDATION: "Error validating request.-'{letter}' : cause - {detail}",
+    ErrorCode.INVALID_END_DATE: (
+        "End Date/Time: The date, time, or time-zone entered is invalid. The correct format is "
+        "yyyymmdd hh:mm:ss xx/xxxx where yyyymmdd and xx/xxxx are optional. E.g.: 20031126 15:59:00 "
+        "US/Eastern  Note that there is a space between the date and time, and between the time and "
+        "time-zone.  If no date is specified, current date is assumed. If no time-zone is specified, "
+        "local time-zone is assumed(deprecated).  You can also provide yyyymmddd-hh:mm:ss time is in "
+        "UTC. Note that there is a dash between the date and time in UTC notation."
+    ),
     ErrorCode.NOT_SUBSCRIBED: "Requested market data is not subscribed. Delayed market data is available.",
     ErrorCode.NO_SECURITY_DEFINITION: "No security definition has been found for the request",
     ErrorCode.MAX_DEPTH_BOOKS: "Max number ({limit}) of market depth requests has been reached",

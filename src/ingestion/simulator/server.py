@@ -1,20 +1,25 @@
-"""The simulator's lifecycle: API listener, clients, the rate scheduler, faults and stats."""
+"""The simulator's lifecycle: API listener, clients, the market scheduler, faults and stats."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 from ingestion.simulator import stats as stats_mod
-from ingestion.simulator.config import SimulatorConfig
+from ingestion.simulator.config import DEFAULT_RATE, SimulatorConfig
 from ingestion.simulator.contracts import Universe
+from ingestion.simulator.control import ControlServer
 from ingestion.simulator.entitlement import parse_entitlement
-from ingestion.simulator.market import DepthSnapshot
+from ingestion.simulator.history import FARM_STATES_ALL, HistoricalFarm
+from ingestion.simulator.hours import trading_hours
+from ingestion.simulator.market import DepthSnapshot, SymbolMarket
 from ingestion.simulator.protocol import SYSTEM_MESSAGE_CODES, ErrorCode
 from ingestion.simulator.session import Session
+from ingestion.simulator.tape import Trade
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +30,47 @@ MAX_CATCH_UP_SECONDS: Final = 0.05
 # Messages per client per loop turn when unthrottled or bursting: big enough to amortise the write,
 # small enough that other connections and the control API still get turns.
 CHUNK: Final = 4096
+# Messages per event an observer of every symbol would get: sets the pace before anyone subscribes.
+NOMINAL_MESSAGES_PER_EVENT: Final = 3.0
+# The pace unobserved symbols keep is measured over this long.
+PACE_WINDOW_SECONDS: Final = 0.5
+# Unobserved symbols never trade faster than this many events per second (unthrottled benches).
+MAX_IDLE_PACE: Final = 1000.0
 
 
 class Simulator:
     """A running IB Gateway simulator; create it with ``running_simulator(config)``.
 
-    Every fault the control API offers is a method here too, for in-process tests.
+    Every fault the control API offers is a method here too, for in-process tests. ``clock``
+    (seconds since the epoch, ``time.time`` by default) stamps every market event.
     """
 
-    def __init__(self, config: SimulatorConfig) -> None:
+    def __init__(self, config: SimulatorConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.clock = clock
         self.universe = Universe(config.universe)
         self.stats = stats_mod.Stats()
         self.rate = config.rate
         self.entitlement = config.entitlement
-        self.paused = False
+        self.started_ms = self.now_ms()
+        self.hours = trading_hours(config.session, self.started_ms)
+        self.markets: dict[str, SymbolMarket] = {
+            spec.symbol: SymbolMarket(
+                spec,
+                config.seed,
+                (config.tape_limit, config.quote_limit),
+                self.started_ms,
+                self.stats.for_symbol(spec.symbol),
+            )
+            for spec in config.universe
+        }
+        self.history = HistoricalFarm(config, self.markets, self.hours, self.now_ms, self.started_ms)
+        self._market_list = list(self.markets.values())
+        self._cursor = 0
+        self._pace = self._nominal_pace()
+        self._measured = [0.0, 0.0]  # events per observed symbol, seconds: the pace being measured
+        self._idle_credit = 0.0
+        self.paused = config.paused
         self.connectivity_lost = False
         self.silenced = False
         self.port = config.port
@@ -115,15 +146,22 @@ class Simulator:
 
     # ---------------------------------------------------------------- scheduler
 
+    def now_ms(self) -> int:
+        """The market's clock, in unix milliseconds."""
+        return int(self.clock() * 1000)
+
+    def _nominal_pace(self) -> float:
+        """Events per second per symbol before any measurement: ``rate`` spread over the universe."""
+        rate = self.rate or DEFAULT_RATE
+        return rate / (NOMINAL_MESSAGES_PER_EVENT * len(self.markets))
+
     async def _run_scheduler(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
             elapsed = min(now - self._last_tick, MAX_CATCH_UP_SECONDS)
             self._last_tick = now
-            busy = False
-            if not self.silenced and not self.connectivity_lost:
-                busy = self._stream_turn(elapsed)
+            busy = self._market_turn(elapsed)
             if busy:
                 # Unthrottled or bursting: yield one loop turn so sockets and other tasks run.
                 await asyncio.sleep(0)
@@ -135,37 +173,85 @@ class Simulator:
                     async with asyncio.timeout(TICK_SECONDS):
                         await self._wake.wait()
 
-    def _stream_turn(self, elapsed: float) -> bool:
-        """Generate one turn of streaming messages; True if more work is waiting right now."""
-        active = [s for s in self._sessions if s.streams and not s.writing_paused]
-        if not active:
-            self._credit = 0.0
-            return False
+    def _market_turn(self, elapsed: float) -> bool:
+        """Advance the market by one turn and deliver to observers; True if more work is waiting now.
+
+        Observed symbols step in turn until ``rate * elapsed`` messages went out (or a chunk per
+        client when unthrottled); every other symbol steps as often as an observed one did on
+        average (or at the last such pace), so the whole market keeps one pace whoever listens.
+        A symbol whose client does not drain its socket waits for it.
+        """
+        now_ms = self.now_ms()
+        deliver = not self.silenced and not self.connectivity_lost
+        markets = self._market_list
+        active = [m for m in markets if m.observed and not m.held()] if deliver else []
         more = False
-        if self._burst > 0:
-            share = min(CHUNK, max(1, self._burst // len(active)))
-            for session in active:
-                self._burst -= session.generate(min(share, max(self._burst, 0)))
-                if self._burst <= 0:
-                    break
+        if self._burst > 0 and active:
+            self._burst -= self._step_observed(active, min(self._burst, CHUNK * len(self._sessions)), now_ms)
             self._burst = max(self._burst, 0)
             more = self._burst > 0
-        elif not self.paused and self.rate == 0:
-            for session in active:
-                session.generate(CHUNK)
-            more = True
-        elif not self.paused:
-            total_streams = sum(len(s.streams) for s in active)
-            budget = self.rate * elapsed
-            for session in active:
-                session.credit = min(
-                    session.credit + budget * len(session.streams) / total_streams, self.rate
-                )
-                if session.credit >= 1:
-                    session.credit -= session.generate(int(session.credit))
-        for session in active:
-            session.flush()
+        if self.paused or not self.hours.is_open(now_ms):
+            self._credit = 0.0
+            self._flush()
+            return more
+        if active:
+            if self.rate == 0:
+                budget = float(CHUNK * max(1, len(self._sessions)))
+                more = True
+            else:
+                self._credit = min(self._credit + self.rate * elapsed, self.rate)
+                budget = self._credit
+            events_before = sum(m.events for m in active)
+            if budget >= 1:
+                sent = self._step_observed(active, budget, now_ms)
+                if self.rate:
+                    self._credit -= sent
+            per_symbol = (sum(m.events for m in active) - events_before) / len(active)
+            if self.rate:
+                self._measure_pace(per_symbol, elapsed)
+            idle_due = min(per_symbol, MAX_IDLE_PACE * elapsed)
+        else:
+            self._credit = 0.0
+            idle_due = self._pace * elapsed
+        self._idle_credit += idle_due
+        steps = int(self._idle_credit)
+        if steps:
+            self._idle_credit -= steps
+            for market in markets:
+                if market.observed and deliver:
+                    continue  # active ones stepped above; held ones wait for their client
+                for _ in range(steps):
+                    market.step(now_ms, deliver=False)
+        self._flush()
         return more
+
+    def _measure_pace(self, events: float, elapsed: float) -> None:
+        """Average the events per observed symbol over half a second: the pace symbols keep when
+        nobody observes them (a single turn may have had no budget at all)."""
+        measured = self._measured
+        measured[0] += events
+        measured[1] += elapsed
+        if measured[1] >= PACE_WINDOW_SECONDS:
+            if measured[0] > 0:
+                self._pace = measured[0] / measured[1]
+            measured[0] = measured[1] = 0.0
+
+    def _step_observed(self, markets: list[SymbolMarket], budget: float, now_ms: int) -> int:
+        """Step ``markets`` round-robin until ``budget`` messages were rendered; returns how many."""
+        n = len(markets)
+        i = self._cursor % n
+        sent = 0
+        while sent < budget:
+            sent += markets[i].step(now_ms)
+            i += 1
+            if i == n:
+                i = 0
+        self._cursor = i
+        return sent
+
+    def _flush(self) -> None:
+        for session in self._sessions:
+            session.flush()
 
     # ------------------------------------------------------------------- faults
 
@@ -174,6 +260,9 @@ class Simulator:
         if rate < 0:
             msg = f"rate must be >= 0, got {rate}"
             raise ValueError(msg)
+        if rate and self.rate:
+            self._pace *= rate / self.rate  # unobserved symbols follow the change at once
+            self._measured[0] = self._measured[1] = 0.0
         self.rate = rate
         self._wake.set()
 
@@ -185,9 +274,11 @@ class Simulator:
         return {"entitlement": str(self.entitlement)}
 
     def burst(self, messages: int) -> None:
-        """Send ``messages`` extra streaming messages as fast as clients drain, on top of the rate.
+        """Advance the observed symbols until ``messages`` extra messages went out, as fast as
+        clients drain, on top of the rate.
 
-        Works while paused, which gives tests an exact number of updates.
+        Works while paused (the only way the market moves then), which gives tests an exact
+        number of updates.
         """
         if messages < 0:
             msg = f"messages must be >= 0, got {messages}"
@@ -196,7 +287,7 @@ class Simulator:
         self._wake.set()
 
     def pause(self) -> None:
-        """Stop rate-driven streaming (requests are still answered, bursts still go out)."""
+        """Stop the market: no trades happen until ``resume`` (requests are still answered)."""
         self.paused = True
 
     def resume(self) -> None:
@@ -260,11 +351,28 @@ class Simulator:
             session.flush()
         return sent
 
+    def set_hmds(self, state: str) -> int:
+        """Take the historical data farm ``down``, ``up`` or ``inactive``: every client gets 2105,
+        2106 or 2107; requests made while it is down are answered once it is up. Returns how many
+        messages were sent."""
+        code = self.history.set_state(state)
+        sessions = self._ready_sessions()
+        for session in sessions:
+            session.send_error(-1, code)
+            session.flush()
+        return len(sessions)
+
+    @property
+    def hmds_notice(self) -> int:
+        """The farm message a client connecting now gets."""
+        return FARM_STATES_ALL[self.history.state]
+
     def reset_depth(self) -> None:
         """Error 317 and a rebuilt book on every depth subscription."""
-        for session in self._ready_sessions():
-            session.reset_depth_books()
-            session.flush()
+        for market in self._market_list:
+            for book in list(market.depth):
+                book.reset()
+        self._flush()
 
     def silence(self, seconds: float) -> None:
         """Keep sockets open but send nothing and answer nothing for ``seconds``."""
@@ -301,7 +409,29 @@ class Simulator:
             "listening": self._listener is not None,
             "burst_pending": self._burst,
             "sent": self.stats.snapshot(),
+            "market": self.market_stats(),
+            "hmds": self.history.snapshot(),
         }
+
+    def market_stats(self) -> dict[str, object]:
+        """What the market produced since the start, sent to anyone or not (not reset by reset_stats)."""
+        markets = self.markets.values()
+        return {
+            "session": self.hours.name,
+            "paused": self.paused,
+            "started_ms": self.started_ms,
+            "trades": {m.symbol: m.trades.count for m in markets},
+            "events": {m.symbol: m.events for m in markets},
+            "first_retained_ms": {m.symbol: m.trades.first_ms() for m in markets},
+        }
+
+    def tape(self, symbol: str, start_ms: int, end_ms: int) -> list[Trade]:
+        """The trades ``symbol`` produced with ``start_ms <= time < end_ms`` (still on its tape)."""
+        market = self.markets.get(symbol.upper())
+        if market is None:
+            msg = f"unknown symbol {symbol!r}"
+            raise KeyError(msg)
+        return market.trades.between(start_ms, end_ms)
 
     def reset_stats(self) -> None:
         """Zero every message counter."""
@@ -310,22 +440,22 @@ class Simulator:
     def depth_book(self, client_id: int, req_id: int) -> DepthSnapshot:
         """The simulator's own book behind a client's reqMktDepth (what the client must hold)."""
         session = self._clients.get(client_id)
-        stream = session.depth_stream(req_id) if session is not None else None
-        if stream is None:
+        view = session.depth_view(req_id) if session is not None else None
+        if view is None:
             msg = f"no depth subscription {req_id} for client id {client_id}"
             raise KeyError(msg)
-        return stream.snapshot()
+        return view.book.snapshot()
 
 
 @contextlib.asynccontextmanager
-async def running_simulator(config: SimulatorConfig | None = None) -> AsyncIterator[Simulator]:
+async def running_simulator(
+    config: SimulatorConfig | None = None, clock: Callable[[], float] = time.time
+) -> AsyncIterator[Simulator]:
     """Run a simulator (and its control API unless ``control_port`` is None) for the block's duration.
 
     Ports may be 0; the bound ones are ``sim.port`` and ``sim.control_port``.
     """
-    from ingestion.simulator.control import ControlServer
-
-    sim = Simulator(config or SimulatorConfig())
+    sim = Simulator(config or SimulatorConfig(), clock)
     await sim.start()
     control: ControlServer | None = None
     try:

@@ -7,10 +7,11 @@ import enum
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final, Protocol, cast
 
 from ingestion.simulator import stats
-from ingestion.simulator.contracts import ContractSpec
+from ingestion.simulator.config import SimulatorConfig
+from ingestion.simulator.contracts import ContractSpec, Universe
 from ingestion.simulator.entitlement import (
     DelayedMarketData,
     Entitlement,
@@ -18,7 +19,8 @@ from ingestion.simulator.entitlement import (
     live_only_refusal,
     market_data_answer,
 )
-from ingestion.simulator.market import DepthStream, MarketDataStream, Stream, TickByTickStream
+from ingestion.simulator.history import HistoricalFarm
+from ingestion.simulator.market import DepthView, MarketData, SymbolMarket, TickByTick
 from ingestion.simulator.protocol import (
     ERROR_TEXTS,
     GENERIC_TICK_RT_VOLUME,
@@ -37,15 +39,34 @@ from ingestion.simulator.protocol import (
     split_fields,
 )
 
-if TYPE_CHECKING:
-    from ingestion.simulator.server import Simulator
-
 log = logging.getLogger(__name__)
 
 # The handshake payload is a short version string; anything longer is not a TWS client.
 MAX_HANDSHAKE_SIZE: Final = 1024
 # Above this much unsent output the client is not keeping up: stop generating for it until it drains.
 WRITE_HIGH_WATER: Final = 4 * 1024 * 1024
+
+
+HistoryHandler = Callable[["Session", int, ContractSpec, list[str]], None]
+
+
+class Gateway(Protocol):
+    """What a connection needs of the simulator it belongs to (``server.Simulator``)."""
+
+    config: SimulatorConfig
+    stats: stats.Stats
+    universe: Universe
+    markets: dict[str, SymbolMarket]
+    history: HistoricalFarm
+    entitlement: Entitlement
+    silenced: bool
+
+    @property
+    def hmds_notice(self) -> int: ...
+    def now_ms(self) -> int: ...
+    def session_opened(self, session: Session) -> None: ...
+    def session_closed(self, session: Session) -> None: ...
+    def claim_client_id(self, client_id: int, session: Session) -> bool: ...
 
 
 class State(enum.Enum):
@@ -61,11 +82,12 @@ class State(enum.Enum):
 class Session(asyncio.Protocol):
     """The gateway side of one API client socket.
 
-    Output goes into ``out`` and leaves in one ``transport.write`` per flush; the scheduler calls
-    ``generate`` to add streaming messages and ``flush`` once per event-loop turn.
+    Output goes into ``out`` and leaves in one ``transport.write`` per flush; subscriptions are
+    observers of the symbols' markets, which render into ``out``; the scheduler flushes once per
+    event-loop turn.
     """
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Gateway) -> None:
         self.sim = sim
         self.config = sim.config
         self.transport: asyncio.Transport | None = None
@@ -74,18 +96,14 @@ class Session(asyncio.Protocol):
         self.client_id: int | None = None
         self.peer = "?"
         self.out: list[bytes] = []
-        self.streams: list[Stream] = []
-        self.cursor = 0
-        self.credit = 0.0
         self.writing_paused = False
         self._buffer = bytearray()
         self._held: list[bytes] = []
-        self._mkt_data: dict[int, MarketDataStream] = {}
-        self._depth: dict[int, DepthStream] = {}
-        self._tbt: dict[int, TickByTickStream] = {}
+        self._mkt_data: dict[int, tuple[SymbolMarket, MarketData]] = {}
+        self._depth: dict[int, DepthView] = {}
+        self._tbt: dict[int, tuple[SymbolMarket, TickByTick]] = {}
         self._data_type = 1
         self._next_id = self.config.next_valid_id
-        self._clock_s = self.config.start_epoch_ms // 1000
         self._pacing_window = 0.0
         self._pacing_count = 0
         self._handlers: dict[int, Callable[[list[str]], None]] = {
@@ -112,6 +130,11 @@ class Session(asyncio.Protocol):
             In.REQ_ACCOUNT_SUMMARY: self._req_account_summary,
             In.CANCEL_ACCOUNT_SUMMARY: self._ignore,
             In.CANCEL_POSITIONS: self._ignore,
+            In.REQ_HISTORICAL_DATA: self._req_historical_data,
+            In.CANCEL_HISTORICAL_DATA: self._cancel_historical_data,
+            In.REQ_HEAD_TIMESTAMP: self._req_head_timestamp,
+            In.CANCEL_HEAD_TIMESTAMP: self._cancel_head_timestamp,
+            In.REQ_HISTORICAL_TICKS: self._req_historical_ticks,
         }
 
     # ----------------------------------------------------------------- asyncio.Protocol
@@ -127,7 +150,8 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = State.CLOSED
-        self.streams.clear()
+        self.drop_subscriptions()
+        self.sim.history.forget(self)
         self.out.clear()
         self.sim.session_closed(self)
         log.info("client %s (id %s) disconnected", self.peer, self.client_id)
@@ -161,13 +185,18 @@ class Session(asyncio.Protocol):
             self.transport.write(data)
 
     def close(self, *, abort: bool = False) -> None:
-        """Close the socket: ``abort`` drops unsent output (for broken clients)."""
+        """Close the socket: ``abort`` drops unsent output (for broken clients).
+
+        The subscriptions end at once: the market renders nothing more for a closing socket, so
+        what the stats count as sent is what was written before the close.
+        """
         if self.transport is not None and self.state is not State.CLOSED:
             if abort:
                 self.transport.abort()
             else:
                 self.flush()
                 self.transport.close()
+            self.drop_subscriptions()
 
     def send(self, kind: str, frame: bytes) -> None:
         """Queue a message that belongs to no symbol, counted under ``kind``."""
@@ -187,23 +216,6 @@ class Session(asyncio.Protocol):
                 return
             self.data_received(data)
         self.flush()
-
-    def generate(self, n: int) -> int:
-        """Append about ``n`` streaming messages, one event per subscription in turn."""
-        streams = self.streams
-        count = len(streams)
-        if not count:
-            return 0
-        out = self.out
-        i = self.cursor if self.cursor < count else 0
-        sent = 0
-        while sent < n:
-            sent += streams[i].step(out)
-            i += 1
-            if i == count:
-                i = 0
-        self.cursor = i
-        return sent
 
     # ------------------------------------------------------------------ framing
 
@@ -245,7 +257,7 @@ class Session(asyncio.Protocol):
             return
         self.version = version
         self.state = State.START_API
-        conn_time = datetime.fromtimestamp(self._clock_s, UTC).strftime("%Y%m%d %H:%M:%S GMT")
+        conn_time = datetime.fromtimestamp(self.sim.now_ms() // 1000, UTC).strftime("%Y%m%d %H:%M:%S GMT")
         self.send("handshake", encode((version, conn_time)))
 
     def _dispatch(self, fields: list[str]) -> None:
@@ -292,7 +304,7 @@ class Session(asyncio.Protocol):
         self.send("managed_accounts", encode((Out.MANAGED_ACCTS, 1, accounts)))
         self.send("next_valid_id", encode((Out.NEXT_VALID_ID, 1, self._next_id)))
         for code in STARTUP_FARM_NOTICES:
-            self.send_error(-1, code)
+            self.send_error(-1, self.sim.hmds_notice if code == ErrorCode.HMDS_FARM_OK else code)
         log.info("client %s connected with client id %d, version %d", self.peer, client_id, self.version)
 
     # ------------------------------------------------------------ startup sync
@@ -334,9 +346,7 @@ class Session(asyncio.Protocol):
         self.send("account_summary_end", encode((Out.ACCOUNT_SUMMARY_END, 1, req_id)))
 
     def _req_current_time(self, fields: list[str]) -> None:
-        # The simulated clock, not the wall clock: content stays reproducible.
-        self._clock_s += 1
-        self.send("current_time", encode((Out.CURRENT_TIME, 1, self._clock_s)))
+        self.send("current_time", encode((Out.CURRENT_TIME, 1, self.sim.now_ms() // 1000)))
 
     def _req_ids(self, fields: list[str]) -> None:
         self.send("next_valid_id", encode((Out.NEXT_VALID_ID, 1, self._next_id)))
@@ -370,22 +380,18 @@ class Session(asyncio.Protocol):
     def _active(self, req_id: int) -> bool:
         return req_id in self._mkt_data or req_id in self._depth or req_id in self._tbt
 
-    def _add_stream(self, stream: Stream) -> None:
-        self.streams.append(stream)
-
-    def _remove_stream(self, stream: Stream | None) -> None:
-        if stream is not None:
-            self.streams.remove(stream)
+    def _market(self, spec: ContractSpec) -> SymbolMarket:
+        return self.sim.markets[spec.symbol]
 
     def _req_market_data_type(self, fields: list[str]) -> None:
         self._data_type = int(fields[2])
         reported = live_data_type(self._data_type)
         # IB reports the new type on every live subscription.
-        for req_id, stream in self._mkt_data.items():
-            if isinstance(stream, DelayedMarketData):
+        for req_id, (_, observer) in self._mkt_data.items():
+            if isinstance(observer, DelayedMarketData):
                 continue
             self.out.append(encode((Out.MARKET_DATA_TYPE, 1, req_id, reported)))
-            stream.counts[stats.MARKET_DATA_TYPE] += 1
+            observer.counts[stats.MARKET_DATA_TYPE] += 1
 
     def _req_mkt_data(self, fields: list[str]) -> None:
         req_id = int(fields[2])
@@ -412,14 +418,11 @@ class Session(asyncio.Protocol):
                 self.send_error(req_id, ErrorCode.MAX_TICKERS)
                 return
         counts = self.sim.stats.for_symbol(spec.symbol)
-        stream = MarketDataStream(
-            req_id,
-            spec,
-            self.config.seed,
-            self.config.start_epoch_ms,
-            GENERIC_TICK_RT_VOLUME in generic_ticks and not answer.delayed,  # no delayed RTVolume
-            counts,
-        )
+        market = self._market(spec)
+        if answer.delayed:  # IB's delayed tick types, and no RTVolume (delayed data has none)
+            observer: MarketData = DelayedMarketData(self, req_id, counts, rt_volume=False)
+        else:
+            observer = MarketData(self, req_id, counts, GENERIC_TICK_RT_VOLUME in generic_ticks)
         out = self.out
         out.append(encode((Out.TICK_REQ_PARAMS, req_id, "0.01", "9c0001", 3)))
         out.append(encode((Out.MARKET_DATA_TYPE, 1, req_id, answer.data_type)))
@@ -427,15 +430,13 @@ class Session(asyncio.Protocol):
         counts[stats.MARKET_DATA_TYPE] += 1
         if answer.error is not None:  # 10167: delayed data follows
             self._send_error_text(req_id, *answer.error)
-        if answer.delayed:
-            stream = DelayedMarketData(stream)  # type: ignore[assignment]
-        stream.initial(out)
+        observer.initial(market)
         if snapshot:
             out.append(encode((Out.TICK_SNAPSHOT_END, 1, req_id)))
             counts[stats.TICK_SNAPSHOT_END] += 1
             return
-        self._mkt_data[req_id] = stream
-        self._add_stream(stream)
+        self._mkt_data[req_id] = (market, observer)
+        market.l1.append(observer)
 
     # -- entitlement hooks (the rules live in entitlement.py)
 
@@ -455,7 +456,10 @@ class Session(asyncio.Protocol):
         self.send(stats.ERROR, error_frame(self.version, req_id, code, text))
 
     def _cancel_mkt_data(self, fields: list[str]) -> None:
-        self._remove_stream(self._mkt_data.pop(int(fields[2]), None))
+        entry = self._mkt_data.pop(int(fields[2]), None)
+        if entry is not None:
+            market, observer = entry
+            market.l1.remove(observer)
 
     def _req_mkt_depth(self, fields: list[str]) -> None:
         req_id = int(fields[2])
@@ -475,14 +479,16 @@ class Session(asyncio.Protocol):
         rows = min(max(int(fields[15] or 0), 1), self.config.depth_rows)
         smart = self.version >= 146 and fields[16] == "1"
         counts = self.sim.stats.for_symbol(spec.symbol)
-        stream = DepthStream(req_id, spec, self.config.seed, rows, smart, self.version, counts)
-        stream.initial(self.out)
-        self._depth[req_id] = stream
-        self._add_stream(stream)
+        book = self._market(spec).depth_book(rows, smart, self.config.seed)
+        view = DepthView(self, req_id, counts, book, self.version)
+        book.add(view)
+        self._depth[req_id] = view
 
     def _cancel_mkt_depth(self, fields: list[str]) -> None:
         # By reqId only: IB.cancelMktDepth defaults the smart flag to False whatever was requested.
-        self._remove_stream(self._depth.pop(int(fields[2]), None))
+        view = self._depth.pop(int(fields[2]), None)
+        if view is not None:
+            view.book.remove(view)
 
     def _req_tick_by_tick(self, fields: list[str]) -> None:
         req_id = int(fields[1])
@@ -504,34 +510,61 @@ class Session(asyncio.Protocol):
             return
         ignore_size = len(fields) > 16 and fields[16] == "1"
         counts = self.sim.stats.for_symbol(spec.symbol)
-        stream = TickByTickStream(
-            req_id, spec, self.config.seed, self.config.start_epoch_ms, tbt, ignore_size, counts
-        )
-        self._tbt[req_id] = stream
-        self._add_stream(stream)
+        market = self._market(spec)
+        observer = TickByTick(self, req_id, counts, tbt, ignore_size)
+        self._tbt[req_id] = (market, observer)
+        market.observe_tick_by_tick(observer)
 
     def _cancel_tick_by_tick(self, fields: list[str]) -> None:
-        self._remove_stream(self._tbt.pop(int(fields[1]), None))
+        entry = self._tbt.pop(int(fields[1]), None)
+        if entry is not None:
+            market, observer = entry
+            market.forget_tick_by_tick(observer)
+
+    # ------------------------------------------------------------------ history
+
+    def _history_request(self, fields: list[str], serve: HistoryHandler) -> None:
+        """reqHistoricalData, reqHeadTimeStamp, reqHistoricalTicks: reqId, then the contract."""
+        req_id = int(fields[1])
+        spec = self._resolve(fields, 2)
+        if spec is None:
+            self.send_error(req_id, ErrorCode.NO_SECURITY_DEFINITION)
+            return
+        serve(self, req_id, spec, fields)
+
+    def _req_historical_data(self, fields: list[str]) -> None:
+        self._history_request(fields, self.sim.history.historical_data)
+
+    def _req_head_timestamp(self, fields: list[str]) -> None:
+        self._history_request(fields, self.sim.history.head_timestamp)
+
+    def _req_historical_ticks(self, fields: list[str]) -> None:
+        self._history_request(fields, self.sim.history.historical_ticks)
+
+    def _cancel_historical_data(self, fields: list[str]) -> None:
+        self.sim.history.cancel(self, int(fields[2]))
+
+    def _cancel_head_timestamp(self, fields: list[str]) -> None:
+        self.sim.history.cancel(self, int(fields[1]))
 
     # ------------------------------------------------------------------- faults
 
     def drop_subscriptions(self) -> None:
         """What IB does after 1101 (data lost): every subscription is gone, nothing is sent about it."""
+        for market, observer in self._mkt_data.values():
+            market.l1.remove(observer)
+        for market, tbt in self._tbt.values():
+            market.forget_tick_by_tick(tbt)
+        for view in self._depth.values():
+            view.book.remove(view)
         self._mkt_data.clear()
         self._depth.clear()
         self._tbt.clear()
-        self.streams.clear()
-        self.cursor = 0
-
-    def reset_depth_books(self) -> None:
-        """Send 317 and rebuild every depth book of this client."""
-        for stream in self._depth.values():
-            stream.reset(self.out)
 
     def market_data_req_ids(self) -> list[int]:
         """The reqIds of this client's streaming reqMktData subscriptions."""
         return list(self._mkt_data)
 
-    def depth_stream(self, req_id: int) -> DepthStream | None:
-        """The depth book behind a reqMktDepth of this client."""
+    def depth_view(self, req_id: int) -> DepthView | None:
+        """The depth subscription behind a reqMktDepth of this client."""
         return self._depth.get(req_id)

@@ -60,7 +60,7 @@ class Stats:
         self._other[kind] = self._other.get(kind, 0) + n
 
     def reset(self) -> None:
-        """Zero every counter in place: streams hold references to the per-symbol dicts."""
+        """Zero every counter in place: markets and subscriptions hold the per-symbol dicts."""
         for counts in self._by_symbol.values():
             for kind in counts:
                 counts[kind] = 0

@@ -150,7 +150,7 @@ class QuestDBWriter:
         Raises:
             SchemaMismatchError: A table exists with conflicting columns; the daemon must not start.
         """
-        self._http = _http_client(self._config)
+        self._http = http_client(self._config)
         recovery = await self._on_disk(self._spool.open)
         self._update_spool_gauge()
         if recovery.rows:
@@ -443,7 +443,7 @@ class QuestDBWriter:
         return await asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
 
 
-def _http_client(config: QuestDBConfig) -> httpx.AsyncClient:
+def http_client(config: QuestDBConfig) -> httpx.AsyncClient:
     auth = None
     headers = {}
     if config.username and config.password is not None:
@@ -470,6 +470,3 @@ def _append_dead_letters(path: Any, dead: list[DeadLetter]) -> None:
                 "row": letter.row,
             }
             file.write(json.dumps(record) + "\n")
-
-
-http_client = _http_client  # the /exec client of other readers of QuestDB (the timeline)

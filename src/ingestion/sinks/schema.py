@@ -53,13 +53,14 @@ class TableSchema:
     name: str
     columns: tuple[Column, ...]
     dedup_keys: tuple[str, ...]
+    partition_by: str = "DAY"
 
     def ddl(self) -> str:
         columns = ", ".join(c.ddl() for c in self.columns)
         keys = ", ".join(self.dedup_keys)
         return (
             f"CREATE TABLE IF NOT EXISTS {self.name} ({columns}) "
-            f"TIMESTAMP({DESIGNATED}) PARTITION BY DAY WAL DEDUP UPSERT KEYS({keys})"
+            f"TIMESTAMP({DESIGNATED}) PARTITION BY {self.partition_by} WAL DEDUP UPSERT KEYS({keys})"
         )
 
     @property
@@ -117,12 +118,28 @@ INGESTION_EVENTS = TableSchema(
     (DESIGNATED, "event"),
 )
 
+# Bars: one row per symbol, bar size and bar start. The defaults (1 min over 5 trading days, 1 day over 2
+# years, 15 symbols) come to about 15,000 rows a trading day; QuestDB's schema guide recommends MONTH or YEAR
+# partitions below 100K rows a day, and a partition of a few hundred MB at most
+# (questdb.com/docs/guides/schema-design-essentials, "Partitioning"; /docs/concept/partitions). MONTH keeps
+# a month of 1-min bars (about 300,000 rows) in one partition and lets old months be dropped whole.
+# The DEDUP keys include bar_size, so bars of different sizes that start at the same moment are distinct
+# rows and a bar asked for again replaces itself (/docs/concept/deduplication).
+MARKET_DATA_HISTORICAL = TableSchema(
+    "market_data_historical",
+    (_ts(), SYMBOL, Column("bar_size", "SYMBOL", 32),
+     *_double("open", "high", "low", "close", "volume", "wap"), Column("bar_count", "INT")),
+    (DESIGNATED, "symbol", "bar_size"),
+    partition_by="MONTH",
+)  # fmt: skip
+
 TABLES: tuple[TableSchema, ...] = (
     MARKET_DATA_L1,
     MARKET_DATA_L2,
     TIME_AND_SALES,
     ECONOMIC_DATA,
     INGESTION_EVENTS,
+    MARKET_DATA_HISTORICAL,
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 # Columns a table gained after its first release, by table name: an existing table gets them at start.
