@@ -29,8 +29,9 @@ from ingestion.config import Settings
 from ingestion.events import IngestionEvent, ReceiveClock
 from ingestion.fred import FredPoller
 from ingestion.health import HealthReporter, StaleDataMonitor
+from ingestion.history.gaps import GapTracker
 from ingestion.history.service import HistoryService
-from ingestion.history.windows import AlwaysOpen
+from ingestion.history.windows import AlwaysOpen, Calendar
 from ingestion.ibkr.normalise import Normaliser
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
@@ -95,27 +96,29 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
     questdb = QuestDBWriter(settings.questdb, bus, metrics)
     health_ref: list[HealthReporter] = []
     valkey = ValkeyCache(settings.valkey, bus, metrics, status_provider=lambda: health_ref[0].body())
-    supervisor_ref: list[ConnectionSupervisor] = []
+    history_calendar: Calendar = AlwaysOpen() if settings.history.market_hours == "always" else calendar
+    backfill = settings.history.backfill
+    tracked = [s.symbol for s in settings.universe if "time_and_sales" in s.data] if backfill.enabled else []
+    gaps = GapTracker(backfill, tracked, state, registry, history_calendar)
+    # The gap tracker sees live trades as a sink, in the order the QuestDB writer gets them.
+    sinks = [questdb, valkey, gaps] if settings.history.enabled else [questdb, valkey]
+    pipeline = Pipeline(sinks, metrics, bus, settings.pipeline.queue_size)
+    normaliser = Normaliser(registry, pipeline.put, clock, metrics)
+    supervisor = ConnectionSupervisor(settings.ibkr, state, registry, normaliser)
     history = HistoryService(
         settings.history,
-        [s.symbol for s in settings.universe if "time_and_sales" in s.data],
+        gaps,
         list(settings.symbols),
-        calendar=AlwaysOpen() if settings.history.market_hours == "always" else calendar,  # type: ignore[arg-type]
+        calendar=history_calendar,
         state=state,
         registry=registry,
         questdb=questdb,
         http=lambda: http_client(settings.questdb),
-        connection=_LiveConnection(supervisor_ref),
+        connection=supervisor,
         bus=bus,
         metrics=metrics,
         state_path=settings.questdb.spool.dir / HISTORY_STATE_FILE,
     )
-    # The gap tracker sees live trades as a sink, in the order the QuestDB writer gets them.
-    sinks = [questdb, valkey, history.tracker] if settings.history.enabled else [questdb, valkey]
-    pipeline = Pipeline(sinks, metrics, bus, settings.pipeline.queue_size)
-    normaliser = Normaliser(registry, pipeline.put, clock, metrics)
-    supervisor = ConnectionSupervisor(settings.ibkr, state, registry, normaliser)
-    supervisor_ref.append(supervisor)
     fred = FredPoller(settings.fred, questdb, bus, metrics, settings.questdb.spool.dir / FRED_STATE_FILE)
     stale = StaleDataMonitor(settings.alerts.stale_after_seconds, state, pipeline, calendar, bus)
     health = HealthReporter(
@@ -156,17 +159,6 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
     daemon.history = history
     daemon.api = ApiServer(settings.api, create_app(daemon))
     return daemon
-
-
-class _LiveConnection:
-    """The supervisor's live IB client, for history's requests (the supervisor is built after history)."""
-
-    def __init__(self, supervisor: list[ConnectionSupervisor]) -> None:
-        self._supervisor = supervisor
-
-    @property
-    def ib(self) -> Any:
-        return self._supervisor[0].ib if self._supervisor else None
 
 
 def _record_in(questdb: QuestDBWriter, metrics: Metrics) -> Any:

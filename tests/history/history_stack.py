@@ -36,7 +36,7 @@ def history_settings(
     base = stack_settings(sim, qdb, spool, valkey)
     config = {
         "bars": [],
-        "backfill": {"settle_seconds": 2, "stall_seconds": 2},
+        "backfill": {"settle_seconds": 2, "stall_seconds": 3},
         "pacing": {"retry_seconds": 2, "request_timeout_seconds": 10},
     } | history
     return base.model_copy(

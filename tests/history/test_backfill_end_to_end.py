@@ -127,17 +127,17 @@ async def test_an_outage_a_1100_and_a_silent_stall_are_filled_back_exactly_once(
                 hmds = (await mkt.stats())["hmds"]
                 metrics = daemon.metrics.render().decode()
         assert all(recovered > 0 for _, recovered in figures.values()), figures
-        assert status["gaps_filled"] == 3 * len(SYMBOLS)
+        assert status["gaps_filled"] >= 3 * len(SYMBOLS)  # (more only if a loaded machine also stalled)
         assert status["pacing_violations"] == 0
         assert hmds["pacing"] == 0, "the simulator never answered 162"
         events = [(r["event"], r.get("detail", "")) for r in qdb.rows("ingestion_events")]
         causes = [detail.split("(")[1].split(")")[0] for event, detail in events if event == "gap_found"]
         assert sorted(set(causes)) == ["connection", "ib_connectivity", "stall"]
-        assert [e for e, _ in events].count("gap_filled") == 3 * len(SYMBOLS)
+        assert [e for e, _ in events].count("gap_filled") == status["gaps_filled"]
         assert sample(metrics, 'ingestion_history_requests_total{kind="ticks"}') >= status["requests"] > 0
         backfilled = sum(recovered for _, recovered in figures.values())
         assert sample(metrics, 'ingestion_history_rows_total{table="time_and_sales"}') == backfilled
-        assert sample(metrics, 'ingestion_history_gaps_total{outcome="filled"}') == 3 * len(SYMBOLS)
+        assert sample(metrics, 'ingestion_history_gaps_total{outcome="filled"}') == status["gaps_filled"]
 
 
 async def test_the_daemons_own_downtime_is_filled_back_from_the_newest_stored_trade(
@@ -165,9 +165,9 @@ async def test_the_daemons_own_downtime_is_filled_back_from_the_newest_stored_tr
                 await settled(qdb)
                 figures = await assert_one_for_one(mkt, qdb)
         assert panel["state"] == "ok"
-        assert panel["filled"].startswith(f"{len(SYMBOLS)} (")
+        assert int(panel["filled"].split(" ")[0]) >= len(SYMBOLS)
         assert panel["pending"] == "0"
         assert all(recovered > 0 for _, recovered in figures.values()), figures
         found = [r["detail"] for r in qdb.rows("ingestion_events") if r["event"] == "gap_found"]
-        assert len(found) == len(SYMBOLS)
-        assert all("(downtime)" in detail for detail in found)
+        # (A loaded machine may also see a stall; its gap is filled like any other, and counted above.)
+        assert sum("(downtime)" in detail for detail in found) == len(SYMBOLS)

@@ -35,6 +35,14 @@ class World:
     def connect(self) -> None:
         self.state.connected(178)
 
+    def outage(self, until: float) -> None:
+        """The connection drops now and is back at ``until``."""
+        self.state.lost("socket closed")
+        self.tracker.check()
+        self.now = until
+        self.connect()
+        self.tracker.check()
+
     def trade(self, symbol: str, second: float, price: float) -> None:
         self.tracker.accept_many([live_trade(symbol, second, price)])
 
@@ -100,11 +108,7 @@ def test_the_gap_closes_settle_seconds_after_the_cause_clears_and_is_ready_once_
 
 def test_with_no_data_at_all_after_the_window_the_gap_is_filled_a_little_later() -> None:
     world = connected_world()
-    world.state.lost("socket closed")
-    world.tracker.check()
-    world.now = T0 + 20
-    world.connect()
-    world.tracker.check()
+    world.outage(until=T0 + 20)
     world.now = T0 + 25 + 1 + LATENCY_SECONDS + QUIET_SECONDS - 0.1
     assert world.tracker.take_ready() == []
     world.now += 0.2
@@ -113,11 +117,7 @@ def test_with_no_data_at_all_after_the_window_the_gap_is_filled_a_little_later()
 
 def test_a_new_cause_before_the_gap_is_ready_extends_it() -> None:
     world = connected_world()
-    world.state.lost("socket closed")
-    world.tracker.check()
-    world.now = T0 + 10
-    world.connect()
-    world.tracker.check()
+    world.outage(until=T0 + 10)
     world.now = T0 + 12
     world.state.lost("again")
     world.tracker.check()

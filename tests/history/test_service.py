@@ -19,7 +19,7 @@ from ingestion.config import HistoryConfig, Settings
 from ingestion.events import Trade
 from ingestion.history import pending as saved_gaps
 from ingestion.history.client import NoData, PacingViolation, RequestTimedOut
-from ingestion.history.gaps import Gap
+from ingestion.history.gaps import Gap, GapTracker
 from ingestion.history.service import MAX_RETRIES, HistoryService
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
@@ -99,9 +99,11 @@ async def service(
     published: list[tuple[str, str]] = []
     bus.subscribe(lambda e: published.append((e.event, e.detail)))
     ib = ScriptedIB(script)
+    registry = SubscriptionRegistry(settings, bus, metrics)
+    tracker = GapTracker(config.backfill, list(symbols), state, registry, AlwaysOpen(), now=lambda: clock.now)
     history = HistoryService(
-        config, list(symbols), list(symbols), calendar=AlwaysOpen(), state=state,  # type: ignore[arg-type]
-        registry=SubscriptionRegistry(settings, bus, metrics), questdb=sink,  # type: ignore[arg-type]
+        config, tracker, list(symbols), calendar=AlwaysOpen(), state=state,  # type: ignore[arg-type]
+        registry=registry, questdb=sink,  # type: ignore[arg-type]
         http=lambda: httpx.AsyncClient(base_url=f"http://127.0.0.1:{qdb.port}"),
         connection=SimpleNamespace(ib=None), bus=bus, metrics=metrics, now=lambda: clock.now,
         client=ib, state_path=state_path,  # type: ignore[arg-type]

@@ -32,9 +32,9 @@ from typing import Any
 from ingestion.config import BackfillConfig
 from ingestion.events import Event, Trade
 from ingestion.history.edges import StoredTrade, TapeTrade
+from ingestion.history.windows import Calendar
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
-from ingestion.market_session import MarketCalendar
 from ingestion.timefmt import iso
 
 # Live trades of a second are all stored this long after the second ended (queue and flush included).
@@ -114,7 +114,7 @@ class GapTracker:
         symbols: Sequence[str],
         state: ConnectionState,
         registry: SubscriptionRegistry,
-        calendar: MarketCalendar,
+        calendar: Calendar,
         *,
         now: Callable[[], float] = time.time,
     ) -> None:

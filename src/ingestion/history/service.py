@@ -43,10 +43,11 @@ from ingestion.history.client import (
 from ingestion.history.gaps import Gap, GapTracker, utc_second
 from ingestion.history.pacer import Pacer
 from ingestion.history.store import HistoryStore
+from ingestion.history.windows import Calendar
 from ingestion.ibkr.state import ConnectionState
 from ingestion.ibkr.subscriptions import SubscriptionRegistry
 from ingestion.logging import get_logger
-from ingestion.market_session import NEW_YORK, MarketCalendar
+from ingestion.market_session import NEW_YORK
 from ingestion.metrics import Metrics
 from ingestion.sinks.questdb import QuestDBWriter
 from ingestion.sinks.schema import QuestDBUnavailableError, SchemaMismatchError
@@ -90,15 +91,15 @@ class _Counts:
 
 
 class HistoryService:
-    """Owns the pacer, the gap tracker and the work loop."""
+    """Owns the pacer and the work loop; reads the gap tracker, which the pipeline feeds."""
 
     def __init__(
         self,
         config: HistoryConfig,
-        symbols_with_trades: list[str],
+        tracker: GapTracker,
         symbols: list[str],
         *,
-        calendar: MarketCalendar,
+        calendar: Calendar,
         state: ConnectionState,
         registry: SubscriptionRegistry,
         questdb: QuestDBWriter,
@@ -132,8 +133,7 @@ class HistoryService:
                 f.kind == "historical" and f.state == "broken" for f in state.farms.values()
             ),
         )
-        tracked = symbols_with_trades if config.backfill.enabled else []
-        self.tracker = GapTracker(config.backfill, tracked, state, registry, calendar, now=now)
+        self.tracker = tracker
         self._backfiller = Backfiller(self.client, calendar, on_request=self._count_request)
         self._bars = BarSync(
             self.client,
