@@ -85,7 +85,7 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
     questdb = QuestDBWriter(settings.questdb, bus, metrics)
     health_ref: list[HealthReporter] = []
     valkey = ValkeyCache(settings.valkey, bus, metrics, status_provider=lambda: health_ref[0].body())
-    pipeline = Pipeline([questdb, valkey], metrics, bus, settings.pipeline.queue_size)
+    pipeline = Pipeline([questdb, valkey], metrics, bus, settings.pipeline.queue_size, backpressure=questdb)
     normaliser = Normaliser(registry, pipeline.put, clock, metrics)
     supervisor = ConnectionSupervisor(settings.ibkr, state, registry, normaliser)
     fred = FredPoller(settings.fred, questdb, bus, metrics, settings.questdb.spool.dir / FRED_STATE_FILE)

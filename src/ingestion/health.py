@@ -137,6 +137,7 @@ class HealthReporter:
                 "queue_depth": self.pipeline.depth,
                 "events_received": self.pipeline.received,
                 "events_dropped": self.pipeline.dropped,
+                **({"overload": overload.snapshot()} if (overload := self.pipeline.overload) else {}),
             },
             "fred": self.fred.status() if self.fred is not None else {"state": "disabled"},
             "uptime_seconds": round(time.monotonic() - self.started_monotonic, 1),
@@ -155,6 +156,8 @@ class HealthReporter:
                 reasons.append(f"{name} {details.get('status')}")
         if self.stale.stale:
             reasons.append("stale data during the regular session")
+        if (overload := self.pipeline.overload) is not None and overload.level != "normal":
+            reasons.append(f"overloaded: {overload.level.replace('_', ' ')}")
         if self.state.status != "connected":
             return "unhealthy", reasons
         return ("degraded" if reasons else "healthy"), reasons
