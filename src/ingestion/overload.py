@@ -20,6 +20,10 @@ capacity (the rows it holds in memory before it spills):
 - ``shedding_all`` from :data:`SHED_ALL_AT` of the capacity: every event is shed.
 - back to ``normal`` once the backlog is down to :data:`RECOVER_AT` of the capacity (hysteresis, so the
   state does not flap with every read).
+
+An *episode* (one alert when it starts, one when it ends, with what was shed) lasts from the first shed
+event until the level has stayed ``normal`` for :data:`CALM_SECONDS`: at twice the sustainable rate the
+level goes back and forth every few seconds, and an alert pair each time would bury the operator.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ Level = Literal["normal", "shedding_quotes", "shedding_all"]
 SHED_QUOTES_AT = 0.4
 SHED_ALL_AT = 0.8
 RECOVER_AT = 0.1
+CALM_SECONDS = 10.0
 
 
 class Backpressure(Protocol):
@@ -56,6 +61,7 @@ class Episode:
     started: float  # monotonic
     started_ns: int
     shed: dict[str, int] = field(default_factory=dict)
+    calm_since: float | None = None  # monotonic, since the level is back to normal
 
     @property
     def total(self) -> int:
@@ -72,8 +78,9 @@ class OverloadState:
     episode: Episode | None = None
     episodes: int = 0
 
-    def update(self, queued: int, now_ns: int) -> tuple[Level, Level]:
-        """The level before and after reading the backlog (``queued`` events wait in the pipeline)."""
+    def update(self, queued: int, now_ns: int) -> tuple[Level, Level, bool]:
+        """The level before and after reading the backlog (``queued`` events wait in the pipeline), and
+        whether this began an episode."""
         before = self.level
         source = self.source
         if source.stalled:
@@ -88,13 +95,25 @@ class OverloadState:
                 self.level = "shedding_quotes" if self.level != "shedding_all" else "shedding_all"
             elif backlog <= RECOVER_AT * capacity:
                 self.level = "normal"
-        if before == "normal" and self.level != "normal":
-            self.episode = Episode(self.monotonic(), now_ns)
-            self.episodes += 1
-        return before, self.level
+        episode = self.episode
+        if self.level != "normal":
+            if episode is None:
+                self.episode = Episode(self.monotonic(), now_ns)
+                self.episodes += 1
+                return before, self.level, True
+            episode.calm_since = None
+        elif episode is not None and episode.calm_since is None:
+            episode.calm_since = self.monotonic()
+        return before, self.level, False
 
-    def end_episode(self) -> Episode | None:
-        episode, self.episode = self.episode, None
+    def calm_episode_over(self) -> Episode | None:
+        """The episode, ended, once the level has been normal for CALM_SECONDS; else None."""
+        episode = self.episode
+        if episode is None or episode.calm_since is None:
+            return None
+        if self.monotonic() - episode.calm_since < CALM_SECONDS:
+            return None
+        self.episode = None
         return episode
 
     def snapshot(self) -> dict[str, object]:
@@ -102,6 +121,6 @@ class OverloadState:
         return {
             "state": self.level,
             "episodes": self.episodes,
-            "shedding_for_seconds": None if episode is None else round(self.monotonic() - episode.started, 1),
+            "episode_seconds": None if episode is None else round(self.monotonic() - episode.started, 1),
             "shed_this_episode": {} if episode is None else dict(episode.shed),
         }

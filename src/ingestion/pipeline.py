@@ -25,7 +25,7 @@ from ingestion.bus import EventBus
 from ingestion.events import DepthUpdate, Event, Quote, Trade
 from ingestion.logging import alert, get_logger
 from ingestion.metrics import Metrics
-from ingestion.overload import Backpressure, Level, OverloadState
+from ingestion.overload import Backpressure, Episode, Level, OverloadState
 from ingestion.sinks.base import Sink
 
 log = get_logger("pipeline")
@@ -78,9 +78,11 @@ class Pipeline:
         """Enqueue the events of one read, in order; never blocks, never raises."""
         if self.overload is not None and events:
             self.last_event_ns = events[-1].timestamp_ns  # data arrives, whether or not it is shed
-            before, level = self.overload.update(self._queued, events[-1].timestamp_ns)
+            before, level, began = self.overload.update(self._queued, events[-1].timestamp_ns)
             if level != before:
-                self._level_changed(before, level)
+                self._level_changed(before, level, began=began)
+            if level == "normal" and (episode := self.overload.calm_episode_over()) is not None:
+                self._episode_over(episode)
             if level != "normal":
                 events = self._shed(events, level)
                 if not events:
@@ -126,24 +128,23 @@ class Pipeline:
             self._count_drops[kind, reason](count)
         return counts
 
-    def _level_changed(self, before: Level, level: Level) -> None:
-        assert self.overload is not None
+    def _level_changed(self, before: Level, level: Level, *, began: bool) -> None:
         self._metrics.overload_state.set({"normal": 0, "shedding_quotes": 1, "shedding_all": 2}[level])
-        if before == "normal":
+        if began:
             what = "Level 1 quotes" if level == "shedding_quotes" else "every event"
             detail = f"overloaded: QuestDB and this machine take fewer rows than arrive; shedding {what}"
             alert(log, detail, level=level)
             self._bus.publish("pipeline_overload", detail, alert=True)
-        elif level == "normal":
-            episode = self.overload.end_episode()
-            assert episode is not None
-            seconds = self.overload.monotonic() - episode.started
-            shed = ", ".join(f"{count} {kind}" for kind, count in sorted(episode.shed.items())) or "nothing"
-            detail = f"overload over after {seconds:.1f} s; shed {shed}"
-            alert(log, detail, shed=episode.total, seconds=round(seconds, 1))
-            self._bus.publish("pipeline_overload_cleared", detail, alert=True)
         else:
             log.warning("overload level changed", before=before, level=level)
+
+    def _episode_over(self, episode: Episode) -> None:
+        assert self.overload is not None
+        seconds = self.overload.monotonic() - episode.started
+        shed = ", ".join(f"{count} {kind}" for kind, count in sorted(episode.shed.items())) or "nothing"
+        detail = f"overload over after {seconds:.1f} s; shed {shed}"
+        alert(log, detail, shed=episode.total, seconds=round(seconds, 1))
+        self._bus.publish("pipeline_overload_cleared", detail, alert=True)
 
     def _drop(self, count: int) -> None:
         self.dropped += count

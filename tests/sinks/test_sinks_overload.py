@@ -95,6 +95,10 @@ async def test_a_questdb_at_its_limit_makes_the_pipeline_shed_and_the_spool_stay
         assert pipeline.overload.level == "normal"
         assert writer.status().state == "ok"
         await eventually(lambda: writer.backlog_rows == 0, within=20, what="the backlog written")
+        clock = pipeline.overload.monotonic
+        pipeline.overload.monotonic = lambda: clock() + 60  # the episode's calm seconds, passed
+        pipeline.put(feed.read())
+        await eventually(lambda: writer.backlog_rows == 0, within=20, what="the last read written")
         details = writer.status().details
     assert spooled_while_overloaded == 0
     assert details["rows_spooled"] == 0
