@@ -136,7 +136,7 @@ class Pipeline:
             alert(log, detail, level=level)
             self._bus.publish("pipeline_overload", detail, alert=True)
         else:
-            log.warning("overload level changed", before=before, level=level)
+            log.info("overload level changed", before=before, level=level)
 
     def _episode_over(self, episode: Episode) -> None:
         assert self.overload is not None
