@@ -30,7 +30,7 @@ from pathlib import Path
 import bad_input
 import daemon_stop
 import gateway
-import overload
+import overloaded
 import storage
 from common import Options, Outcome
 from harness import machine
@@ -42,7 +42,7 @@ SCENARIOS: dict[str, Scenario] = {
     "valkey-outage": storage.valkey_outage,
     "sigterm": daemon_stop.sigterm,
     "kill-9": daemon_stop.sigkill,
-    "overload": overload.overload,
+    "overload": overloaded.overload,
     "bad-input": bad_input.bad_input,
 }
 
