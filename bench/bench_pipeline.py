@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cost import run_cost
 from harness import (
     BIN,
     REPO,
@@ -82,6 +83,7 @@ from harness import (
     tree_cpu_seconds,
     wait_settled,
 )
+from overload import overload_in_tempdir
 
 SATURATION_STEPS = (5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 70_000, 80_000, 90_000, 100_000,
                     110_000, 120_000, 130_000, 140_000, 150_000, 160_000, 170_000, 180_000, 200_000, 220_000,
@@ -408,7 +410,7 @@ def plan(workload: str, ceiling_runs: int) -> list[str]:
         return [workload] * ceiling_runs
     if workload != "all":
         return [workload]
-    return ["l1", "mix", *CEILINGS, "saturation", *[*CEILINGS] * (ceiling_runs - 1), "naive"]
+    return ["cost", "l1", "mix", *CEILINGS, "saturation", *[*CEILINGS] * (ceiling_runs - 1), "naive"]
 
 
 def median_of_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -425,7 +427,18 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--workload", choices=("all", "l1", "mix", "saturation", *CEILINGS, "naive"), default="all"
+        "--workload",
+        choices=("all", "cost", "overload", "l1", "mix", "saturation", *CEILINGS, "naive"),
+        default="all",
+    )
+    parser.add_argument("--cost-rate", type=float, default=2_000.0, help="msgs/s of the cost workload")
+    parser.add_argument("--cost-runs", type=int, default=3, help="side-by-side windows of the cost workload")
+    parser.add_argument("--cost-seconds", type=float, default=30.0, help="measured seconds per cost window")
+    parser.add_argument(
+        "--overload-rows-per-s", type=float, default=10_000.0, help="the QuestDB double's limit (overload)"
+    )
+    parser.add_argument(
+        "--overload-hold", type=float, default=60.0, help="seconds at twice the sustainable rate"
     )
     parser.add_argument("--rate", type=float, default=10_000.0, help="messages/s for l1 and mix")
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds for l1 and mix")
@@ -446,6 +459,15 @@ def main() -> int:
     ceiling_runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CEILINGS}
     for name in plan(args.workload, args.ceiling_runs):
         print(f"== {name}", flush=True)
+        if name == "cost":
+            results[name] = run_cost(
+                args.cost_rate, args.cost_runs, args.cost_seconds, args.settle, full_double=args.full_double
+            )
+            continue
+        if name == "overload":
+            results[name] = overload_in_tempdir(args.overload_rows_per_s, args.overload_hold)
+            print(json.dumps(results[name], default=str), flush=True)
+            continue
         if name in ("l1", "mix"):
             results[name] = run_fixed(name, args.rate, args)
         elif name == "saturation":

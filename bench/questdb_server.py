@@ -16,7 +16,8 @@ Both modes answer ``GET /bench/stats``: rows and duplicates per table and symbol
 and a histogram of "acknowledged now minus the row's designated timestamp" (the daemon's receive
 time) for every row: receipt-to-QuestDB-acknowledgement measured outside the daemon (same host,
 same wall clock). ``POST /bench/outage?status=503``, ``/bench/heal``, ``/bench/refuse``,
-``/bench/accept`` drive the double's faults from another process.
+``/bench/accept`` drive the double's faults from another process; ``POST /bench/throttle?rows_per_s=N``
+(0: off), or ``--rows-per-s N`` at start, makes it accept rows at most that fast (a QuestDB at its limit).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 from array import array
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -178,12 +180,15 @@ class BenchDouble(QuestDBDouble):
 
     def _handle_post(self, handler: Any, path: str, body: bytes) -> None:
         if path.startswith("/bench/"):
-            handler.reply(200, self._bench_control(path))
+            handler.reply(200, self._bench_control(path, parse_qs(urlsplit(handler.path).query)))
             return
         super()._handle_post(handler, path, body)
 
-    def _bench_control(self, path: str) -> dict[str, Any]:
-        if path == "/bench/outage":
+    def _bench_control(self, path: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        if path == "/bench/throttle":
+            rate = float(query.get("rows_per_s", ["0"])[0])
+            self.throttle(rate or None)
+        elif path == "/bench/outage":
             self.outage(503)
         elif path == "/bench/heal":
             self.heal()
@@ -201,8 +206,11 @@ def main() -> int:
     )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--fast", action="store_true", help="count rows instead of the full double")
+    parser.add_argument("--rows-per-s", type=float, default=0.0, help="accept rows at most this fast")
     args = parser.parse_args()
     double = BenchDouble(args.port, fast=args.fast)
+    if args.rows_per_s:
+        double.throttle(args.rows_per_s)
     double.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

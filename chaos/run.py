@@ -10,6 +10,8 @@ redis-server, the QuestDB double of bench/questdb_server.py):
     valkey-outage    Valkey stopped and restarted: QuestDB rows/s during >= 90 % of before
     sigterm          SIGTERM under load: exit 0, 0 rows lost
     kill-9           kill -9 under load: rows lost <= 2 flush intervals of trades+depth
+    overload         twice what a QuestDB at its limit takes, 60 s (quick: 20 s): /health/live p99 < 1 s,
+                     RSS < 300 MB, back to direct mode within 60 s, stored + dropped = received
     bad-input        fake gateway (garbage, truncated, wrong version, oversized), then proxy;
                      hypothesis over load_settings (3,000 examples; quick: 300) and check-config
     history          gateway down 60 s, gateway silent 60 s, daemon stopped 60 s, at 3,000 msgs/s
@@ -31,6 +33,7 @@ import backfill
 import bad_input
 import daemon_stop
 import gateway
+import overloaded
 import storage
 from common import Options, Outcome
 from harness import machine
@@ -42,6 +45,7 @@ SCENARIOS: dict[str, Scenario] = {
     "valkey-outage": storage.valkey_outage,
     "sigterm": daemon_stop.sigterm,
     "kill-9": daemon_stop.sigkill,
+    "overload": overloaded.overload,
     "bad-input": bad_input.bad_input,
     "history": backfill.history,
 }

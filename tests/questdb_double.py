@@ -386,6 +386,7 @@ class Faults:
     write_failures_left: int | None = None  # None: until healed
     reject_marker: str | None = None  # /write answers 400 for a request with a line containing this
     delay_seconds: float = 0.0
+    rows_per_second: float | None = None  # /write takes rows at most this fast (a QuestDB at its limit)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -452,6 +453,8 @@ class QuestDBDouble:
         # connections fault never lands a write whose answer the client then misses (a real server can
         # do that; DEDUP makes it harmless, but tests count duplicates and must not flake).
         self._answer_lock = threading.Lock()
+        self._throttle_lock = threading.Lock()
+        self._throttle_free_at = 0.0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -509,6 +512,11 @@ class QuestDBDouble:
     def delay(self, seconds: float) -> None:
         with self._lock:
             self.faults.delay_seconds = seconds
+
+    def throttle(self, rows_per_second: float | None) -> None:
+        """Accept rows at most this fast, all requests together: each waits its turn, then its rows' time."""
+        with self._lock:
+            self.faults.rows_per_second = rows_per_second
 
     def heal(self) -> None:
         with self._lock:
@@ -601,8 +609,11 @@ class QuestDBDouble:
             faults = self.faults
             status = faults.outage_status or self._take_write_failure()
             delay = faults.delay_seconds
+            rows_per_second = faults.rows_per_second
         if delay:
             time.sleep(delay)
+        if rows_per_second and status is None:
+            self._take_turn(body.count(b"\n") / rows_per_second)
         if status is not None:
             with self._lock:
                 self.failed_writes += 1
@@ -610,6 +621,12 @@ class QuestDBDouble:
             return
         with self._answer_lock:
             handler.reply(*self._write(body))
+
+    def _take_turn(self, seconds: float) -> None:
+        with self._throttle_lock:
+            now = time.monotonic()
+            self._throttle_free_at = max(now, self._throttle_free_at) + seconds
+            time.sleep(self._throttle_free_at - now)
 
     def _take_write_failure(self) -> int | None:
         faults = self.faults

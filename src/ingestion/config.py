@@ -213,6 +213,8 @@ class ValkeyConfig(_Section):
     """market:trades:<SYMBOL> keeps about this many recent trades."""
     status_interval_seconds: PositiveSeconds = 5.0
     """How often ingestion:status is refreshed."""
+    min_write_interval_ms: Annotated[int, Field(ge=0, le=1_000)] = 0
+    """At most one Valkey round trip per interval (0: at once when a trade waits); more saves CPU."""
     status_ttl_seconds: Annotated[int, Field(ge=1)] = 15
     """Expiry of ingestion:status, so a dead daemon's status disappears."""
     socket_timeout_seconds: PositiveSeconds = 2.0

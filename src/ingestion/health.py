@@ -138,6 +138,7 @@ class HealthReporter:
                 "queue_depth": self.pipeline.depth,
                 "events_received": self.pipeline.received,
                 "events_dropped": self.pipeline.dropped,
+                **({"overload": overload.snapshot()} if (overload := self.pipeline.overload) else {}),
             },
             "fred": self.fred.status() if self.fred is not None else {"state": "disabled"},
             "history": self.history.status() if self.history is not None else {"state": "disabled"},
@@ -158,6 +159,8 @@ class HealthReporter:
                 reasons.append(f"{name} {details.get('status')}")
         if self.stale.stale:
             reasons.append("stale data during the regular session")
+        if (overload := self.pipeline.overload) is not None and overload.level != "normal":
+            reasons.append(f"overloaded: {overload.level.replace('_', ' ')}")
         if self.state.status != "connected":
             return "unhealthy", reasons
         return ("degraded" if reasons else "healthy"), reasons

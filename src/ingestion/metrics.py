@@ -27,6 +27,17 @@ class Metrics:
         self.events_dropped = Counter(
             "ingestion_events_dropped", "Events dropped because the pipeline queue was full", registry=r
         )
+        self.events_dropped_by_type = Counter(
+            "ingestion_events_dropped_by_type",
+            "Events dropped at the pipeline's intake, by type and reason (overload: shed; queue_full)",
+            ["type", "reason"],
+            registry=r,
+        )
+        self.overload_state = Gauge(
+            "ingestion_overload_state",
+            "0 normal, 1 shedding Level 1 quotes, 2 shedding every event",
+            registry=r,
+        )
         self.queue_depth = Gauge("ingestion_queue_depth", "Events waiting in the pipeline queue", registry=r)
         self.rows_written = Counter(
             "ingestion_rows_written", "Rows acknowledged by QuestDB", ["table"], registry=r

@@ -194,6 +194,27 @@ class TestWhenWritesHappen:
         assert trade_seconds < 1.0
         assert quote_held
 
+    async def test_with_a_minimum_write_interval_trades_wait_for_it_and_go_together(
+        self, valkey_config: ValkeyConfig, redis: Redis
+    ) -> None:
+        """min_write_interval_ms spaces the round trips: a trade after a write waits out the interval and
+        goes with the trades that came meanwhile (what a trader's machine saves in CPU at a real rate)."""
+        config = valkey_config.model_copy(update={"min_write_interval_ms": 1000})
+        async with running_cache(config) as cache:
+            cache.accept(trade("IWM", BASE_NS))
+            await poll(lambda: redis.exists("market:trades:IWM"))
+            written = time.monotonic()
+            cache.accept(trade("IWM", BASE_NS + US))
+            cache.accept(trade("IWM", BASE_NS + 2 * US))
+            await asyncio.sleep(0.2)
+            held = await redis.xlen("market:trades:IWM")
+            checked = time.monotonic() - written
+            await poll(lambda: _xlen_is(redis, "market:trades:IWM", 3), within=5.0)
+            waited = time.monotonic() - written
+        if checked < 0.9:  # on a machine slow enough to take longer, the interval may have passed
+            assert held == 1
+        assert waited >= 0.9
+
     async def test_shutdown_writes_what_is_still_held_back(
         self, valkey_config: ValkeyConfig, redis: Redis
     ) -> None:
@@ -495,3 +516,7 @@ def _histogram_sum(metrics: Metrics, name: str, kind: str = "l1") -> float:
 
 async def _at_least(value: float, minimum: float) -> bool:
     return value >= minimum
+
+
+async def _xlen_is(redis: Redis, key: str, length: int) -> bool:
+    return await redis.xlen(key) == length

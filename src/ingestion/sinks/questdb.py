@@ -20,6 +20,9 @@ Flow, all driven from :meth:`QuestDBWriter.run` on the event loop:
   later row through JSON on the disk thread as well, which cost the event loop more than it saved: past
   saturation, rows acknowledged fell from 60,000/s to 18,000-31,000/s. Rows carry their own designated
   timestamp, so spilled rows landing after newer ones, or after a batch that was in flight, is harmless.
+  In the daemon the pipeline sheds at its intake before the backlog gets there, unless the writer is
+  *stalled* (a send unanswered for half the request timeout): so the spool takes what a slow or silent
+  QuestDB cannot, and never what the daemon's own CPU cannot carry (overload.py).
 - Spool writes, reads and fsyncs happen in a second worker thread: the loop never touches the disk.
 
 Replays are idempotent because every table has DEDUP UPSERT KEYS: a chunk re-sent after a failure in
@@ -114,6 +117,8 @@ class QuestDBWriter:
         self._max_pending = max_pending_rows or 5 * config.flush_rows
         self._pending: list[Item] = []
         self._in_flight: dict[Future[Delivery], list[Item]] = {}  # in the order they were handed over
+        self._sent_at: dict[Future[Delivery], float] = {}  # monotonic, when each was handed over
+        self._stall_seconds = config.request_timeout_seconds / 2
         self._answered = asyncio.Event()  # a send came back: its slot is free
         self._sends: asyncio.TaskGroup | None = None  # run()'s, so that cancelling run() cancels them
         self._wake = asyncio.Event()
@@ -143,6 +148,23 @@ class QuestDBWriter:
             self._wake.set()
         if waiting >= self._max_pending:
             self._spill.set()
+
+    # --- backpressure, read by the pipeline (overload.py) -------------------------------------------------
+    @property
+    def backlog_rows(self) -> int:
+        """Rows in memory: waiting for a send, and on their way."""
+        return len(self._pending) + sum(len(batch) for batch in self._in_flight.values())
+
+    @property
+    def capacity_rows(self) -> int:
+        """Rows held in memory before they are spilled to the spool."""
+        return self._max_pending
+
+    @property
+    def stalled(self) -> bool:
+        """A send has waited for QuestDB's answer for half the request timeout: QuestDB is slow, not us."""
+        sent_at = self._sent_at
+        return bool(sent_at) and time.monotonic() - min(sent_at.values()) >= self._stall_seconds
 
     async def start(self) -> None:
         """Open the spool (replaying what a crash left) and apply the schema if QuestDB answers.
@@ -179,6 +201,7 @@ class QuestDBWriter:
         """Deliver what is pending (or spool it), then close the spool, the threads and the HTTP client."""
         pending = self._take()
         in_flight, self._in_flight = self._in_flight, {}
+        self._sent_at = {}
         rows = [item for batch in in_flight.values() for item in batch] + pending
         try:
             if in_flight:
@@ -302,12 +325,14 @@ class QuestDBWriter:
         assert self._sends is not None  # run() made it
         future = self._net.submit(self._link.deliver, batch)
         self._in_flight[future] = batch
+        self._sent_at[future] = time.monotonic()
         self._sends.create_task(self._finish_send(future), name="questdb-send")
 
     async def _finish_send(self, future: Future[Delivery]) -> None:
         # Cancelled while it waits (run() stops), the batch stays in _in_flight for aclose() to settle.
         delivery = await asyncio.wrap_future(future)
         self._in_flight.pop(future, None)
+        self._sent_at.pop(future, None)
         self._answered.set()
         self._record(delivery)
         if delivery.failed:

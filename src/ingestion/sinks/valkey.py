@@ -5,6 +5,9 @@ never waits for Valkey. Every ``conflation_ms`` one pipelined round trip (see :c
 the latest L1 and L2 of each symbol that changed (at most one write per symbol and interval, however many
 ticks came in), every trade since the last cycle (``XADD ... MAXLEN ~``, all of them in one script call:
 see :data:`XADD_TRADES`), queued events (``PUBLISH``) and, every ``status_interval_seconds``, the status key.
+Round trips are at least ``min_write_interval_ms`` apart (default 0: a trade goes at once). Each one costs a
+send, a wake-up of Valkey and a reply to read, and they, not the ticks, were most of the daemon's CPU at a
+real feed's rate (docs/PERFORMANCE.md, twelfth round); raising the interval trades cache latency for CPU.
 
 Valkey down: it is a cache, so writes are dropped and counted (``cache_dropped``); the outage is logged and
 published once (``valkey_down``) and its end once (``valkey_restored``). Each cycle tries again with the
@@ -208,6 +211,10 @@ class Conflated(Generic[T]):
     def put(self, key: str, value: T) -> None:
         self._pending[key] = value
 
+    def due_at(self, key: str) -> float:
+        """When ``key`` may be written next (monotonic; -inf: now)."""
+        return self._sent_at.get(key, NEVER) + self._interval
+
     def seconds_to_due(self, now: float) -> float:
         """Until the first pending key may be written (<= 0: now); infinite when nothing is pending."""
         sent_at, interval = self._sent_at, self._interval
@@ -273,7 +280,11 @@ class ValkeyCache:
         self._events: deque[IngestionEvent] = deque()
         self._next_status = 0.0
         self._last_attempt = float("-inf")
+        self._min_gap = config.min_write_interval_ms / 1000
         self._wake = asyncio.Event()
+        # When the writer wakes anyway (monotonic); -inf while it is not waiting. New state due no earlier
+        # than that needs no wake-up: at 2,000 msgs/s one per socket read cost more than the writes.
+        self._wake_at = NEVER
         self._client: Redis | None = None
         self._round_trip: RoundTrips | None = None
         self._down_since: float | None = None
@@ -299,24 +310,24 @@ class ValkeyCache:
 
     def accept_many(self, events: Sequence[Event]) -> None:
         """Update the in-memory state with each event in turn; wakes the writer once."""
-        changed = False
+        due = INFINITY
         for event in events:
             if isinstance(event, Quote):
                 self._l1.put(event.symbol, event)
+                due = min(due, self._l1.due_at(event.symbol))
             elif isinstance(event, DepthUpdate):
                 book = self._books.get(event.symbol)
                 if book is None:
                     book = self._books[event.symbol] = DepthBook()
                 book.apply(event)
                 self._l2.put(event.symbol, book)
+                due = min(due, self._l2.due_at(event.symbol))
             elif isinstance(event, Trade):
                 self._enqueue(self._trades, event)
+                due = NEVER
             elif isinstance(event, IngestionEvent) and event.alert:
                 self.publish_event(event)
-            else:
-                continue
-            changed = True
-        if changed:
+        if due < self._wake_at:
             self._wake.set()
 
     def publish_event(self, event: IngestionEvent) -> None:
@@ -375,23 +386,30 @@ class ValkeyCache:
 
     async def _work_due(self) -> None:
         """Return when a round trip is due: at once if trades or events wait, else at the next due key."""
-        while True:
-            self._wake.clear()
-            delay = self._seconds_to_next_cycle(time.monotonic())
-            if delay <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(None if delay == INFINITY else delay):
-                    await self._wake.wait()
+        try:
+            while True:
+                self._wake.clear()
+                now = time.monotonic()
+                delay = self._seconds_to_next_cycle(now)
+                if delay <= 0:
+                    return
+                self._wake_at = now + delay
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(None if delay == INFINITY else delay):
+                        await self._wake.wait()
+        finally:
+            self._wake_at = NEVER
 
     def _seconds_to_next_cycle(self, now: float) -> float:
         if self._down_since is not None:
             # While Valkey is down, try (or ping) once per interval, not once per tick.
             return self._last_attempt + self._interval - now
         if self._trades or self._events:
-            return 0.0
-        status = self._next_status - now if self._status_provider is not None else INFINITY
-        return min(status, self._l1.seconds_to_due(now), self._l2.seconds_to_due(now))
+            due = 0.0
+        else:
+            status = self._next_status - now if self._status_provider is not None else INFINITY
+            due = min(status, self._l1.seconds_to_due(now), self._l2.seconds_to_due(now))
+        return max(due, self._last_attempt + self._min_gap - now)
 
     async def _cycle(self, *, final: bool = False) -> None:
         now = self._last_attempt = time.monotonic()
