@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from api.headless_chromium import INSTALL_HINT as CHROMIUM_INSTALL_HINT
+from api.headless_chromium import find_chromium
 from ports import free_port
 
 VALKEY_URL_VARIABLE = "INGESTION_TEST_VALKEY_URL"
@@ -131,3 +133,12 @@ def pytest_asyncio_loop_factories(
     if item.path.name in BOTH_LOOPS:
         return EVENT_LOOPS
     return {"uvloop": EVENT_LOOPS["uvloop"]}
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's chromium for the status page checks; missing, it is a failure with the way to install it."""
+    binary = find_chromium()
+    if binary is None:
+        pytest.fail(CHROMIUM_INSTALL_HINT)
+    return binary

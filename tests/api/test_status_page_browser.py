@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from headless_chromium import INSTALL_HINT, Page, find_chromium, headless_chromium
+from headless_chromium import Page, headless_chromium
 from sse_client import open_events
 
 from daemon_stack import StackFactory, wait_for
@@ -27,14 +27,6 @@ SYMBOL_ROWS = """[...document.querySelectorAll('tr[data-symbol]')].map(row => ({
 }))"""
 NO_VALUE = "\u2013"  # the en dash the page shows for a missing price
 BANNER_TEXT = "document.querySelector('#banner-text').textContent"
-
-
-@pytest.fixture
-def chromium() -> str:
-    binary = find_chromium()
-    if binary is None:
-        pytest.fail(INSTALL_HINT)
-    return binary
 
 
 async def banner_is(page: Page, state: str) -> bool:
