@@ -34,7 +34,8 @@ async def test_events_stream_outage_resume_and_timeline(daemon_stack: StackFacto
     """1. connection_lost reaches a plain SSE client within 1 s of the gateway's restart, then
     connection_restored with the outage length  2. a client that left reconnects with Last-Event-ID
     and gets exactly the events it missed, with the same ids  3. /timeline shows the outage, from
-    QuestDB, and from memory while QuestDB is down."""
+    QuestDB, and from memory while QuestDB is down (and, once the writer has noticed, QuestDB's
+    own outage as the degradation that follows)."""
     async with daemon_stack() as stack:
         port = stack.daemon.api.port  # type: ignore[union-attr]
         watcher = await open_events(port)
@@ -65,6 +66,9 @@ async def test_events_stream_outage_resume_and_timeline(daemon_stack: StackFacto
         await wait_for(lambda: _questdb_has(stack, "connection_restored"), 10, "the events in QuestDB")
         from_questdb = (await stack.api.get("/timeline", params={"hours": 1})).json()
         stack.qdb.outage(503)
+        # The daemon goes on writing ticks: its next flush fails and makes the live connection
+        # "degraded" from then on. Read the memory once that has happened, not in a race with it.
+        questdb_down = await watcher.until("questdb_down", 10)
         from_memory = (await stack.api.get("/timeline")).json()
         stack.qdb.heal()
         too_long = await stack.api.get("/timeline", params={"hours": 169})
@@ -86,7 +90,13 @@ async def test_events_stream_outage_resume_and_timeline(daemon_stack: StackFacto
         outage = body["outages"][0]
         assert 1.5 <= outage["seconds"] <= 15, outage
         assert outage["reason"].startswith("IBKR Connection Lost at ")
-        assert body["segments"][-1]["state"] == "connected"
+    assert from_questdb["segments"][-1]["state"] == "connected"
+    *_, back_up, writes_failing = from_memory["segments"]
+    assert back_up["state"] == "connected"
+    assert questdb_down.data is not None
+    assert writes_failing["state"] == "degraded"
+    assert writes_failing["reason"] == questdb_down.data["detail"]
+    assert writes_failing["start"] == questdb_down.data["at"]
     assert from_memory["hours"] == 24
     assert too_long.status_code == 422
 

@@ -84,10 +84,13 @@ class TestOutageInTheMiddleOfAStream:
         async with running_writer(make_config()) as writer:
             qdb.fail_writes(500)
             await produce(writer, 50)
-            await eventually(lambda: writer.status().details["pending_rows"] == 50, what="50 rows waiting")
+            # Rows still in memory count as pending before any send was tried: wait for the writer
+            # to have tried, failed and spooled every row.
+            await eventually(lambda: writer.status().details["rows_spooled"] == 50, what="50 rows spooled")
             status = writer.status()
             qdb.heal()
         assert status.state == "down"
+        assert status.details["pending_rows"] == 50
         assert "fails on purpose" in status.details["last_error"]
         assert status.details["spool_bytes"] > 0
         assert status.details["outage_since"] is not None
