@@ -45,6 +45,7 @@ from ingestion.metrics import Metrics
 from ingestion.pipeline import Pipeline
 from ingestion.sinks.questdb import QuestDBWriter, http_client
 from ingestion.sinks.schema import SchemaMismatchError
+from ingestion.sinks.spool import SpoolNotWritableError
 from ingestion.sinks.valkey import ValkeyCache
 from ingestion.timeline import ConnectionTimeline
 
@@ -197,6 +198,11 @@ async def run(daemon: Daemon, stop: asyncio.Event) -> int:
     except SchemaMismatchError as exc:
         # Writing into a table with other columns would store garbage: refuse to start, say why.
         log.critical("refusing to start: QuestDB schema conflict", problem=str(exc))
+        await daemon.questdb.aclose()
+        return 1
+    except SpoolNotWritableError as exc:
+        # Rows could not survive a QuestDB outage: say so now, not at the first spill.
+        log.critical("refusing to start: the spool directory is not writable", problem=str(exc))
         await daemon.questdb.aclose()
         return 1
     try:

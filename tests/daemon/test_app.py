@@ -22,7 +22,7 @@ def run_daemon(
 ) -> subprocess.CompletedProcess[str]:
     """`ingestion run` against the double, with nothing listening for IBKR or Valkey; ``extra`` adds
     environment variables."""
-    environment = extra | {
+    environment = {
         "PATH": os.environ["PATH"],
         "INGESTION_CONFIG": str(REPO / "config" / "config.yaml"),
         "IBKR_HOST": "127.0.0.1",
@@ -33,7 +33,7 @@ def run_daemon(
         "API_PORT": str(api_port),
         "SPOOL_DIR": str(tmp_path / "spool"),
         "LOG_FORMAT": "json",
-    }
+    } | extra
     return subprocess.run(
         [sys.executable, "-m", "ingestion.cli", "run"],
         env=environment,
@@ -97,3 +97,17 @@ def test_conflicting_questdb_schema_refuses_to_start_with_exit_1(tmp_path: Path)
     refusal = the_critical_line(result)
     assert refusal["event"] == "refusing to start: QuestDB schema conflict"
     assert "column symbol: expected SYMBOL, found VARCHAR" in refusal["problem"]
+
+
+def test_a_spool_directory_that_cannot_be_written_refuses_to_start_with_exit_1(tmp_path: Path) -> None:
+    """Rows could not survive a QuestDB outage: exit 1 at start with one critical line naming the
+    directory, instead of a traceback at the first spill."""
+    (tmp_path / "not-a-directory").write_text("a file where the spool volume should be")
+    spool = tmp_path / "not-a-directory" / "spool"
+    with QuestDBDouble() as questdb:
+        result = run_daemon(questdb, tmp_path, free_port(), SPOOL_DIR=str(spool))
+    assert result.returncode == 1
+    refusal = the_critical_line(result)
+    assert refusal["event"] == "refusing to start: the spool directory is not writable"
+    assert f"spool directory {spool} is not writable" in refusal["problem"]
+    assert "Traceback" not in result.stderr

@@ -31,7 +31,7 @@ from structlog.testing import capture_logs
 from ingestion.config import SpoolConfig
 from ingestion.metrics import Metrics
 from ingestion.sinks.rows import row_for
-from ingestion.sinks.spool import Spool
+from ingestion.sinks.spool import Spool, SpoolNotWritableError
 from questdb_double import QuestDBDouble
 
 US = 1000
@@ -354,3 +354,16 @@ class TestCrash:
             await eventually(lambda: writer.status().state == "ok", what="the spool drained")
         assert qdb.duplicates("market_data_l1") == 0
         assert sorted(r["volume"] for r in qdb.rows("market_data_l1")) == [float(i) for i in range(count)]
+
+
+class TestAnUnwritableDirectory:
+    def test_open_says_which_directory_cannot_be_written(self, tmp_path: Path) -> None:
+        """Found at open, so the daemon refuses to start instead of failing at its first spill."""
+        (tmp_path / "volume").write_text("a file, not a directory")
+        directory = tmp_path / "volume" / "spool"
+        with pytest.raises(SpoolNotWritableError, match=f"spool directory {directory} is not writable"):
+            opened(directory)
+
+    def test_open_leaves_no_probe_behind(self, tmp_path: Path) -> None:
+        opened(tmp_path / "spool")
+        assert list((tmp_path / "spool").iterdir()) == []

@@ -48,6 +48,13 @@ HEADER = struct.Struct("<III")
 SEGMENT_GLOB = "spool-*.seg"
 
 
+class SpoolNotWritableError(Exception):
+    """The spool directory cannot be created or written: QuestDB's first outage would lose rows."""
+
+
+WRITE_PROBE = ".write-probe"
+
+
 @dataclass(slots=True)
 class Segment:
     sequence: int
@@ -142,8 +149,12 @@ class Spool:
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     def open(self) -> Recovery:
-        """Find the segments of earlier runs, cut torn tails, and get ready to append."""
-        self._dir.mkdir(parents=True, exist_ok=True)
+        """Find the segments of earlier runs, cut torn tails, and get ready to append.
+
+        Raises SpoolNotWritableError when the directory cannot be created or written, so that a spool
+        volume owned by another user stops the start, not the first spill during a QuestDB outage.
+        """
+        self._check_writable()
         truncated = 0
         for path in sorted(self._dir.glob(SEGMENT_GLOB), key=_sequence_of):
             segment = Segment(_sequence_of(path), path)
@@ -156,6 +167,16 @@ class Spool:
         if truncated:
             log.warning("spool torn tail truncated", truncated_bytes=truncated, directory=str(self._dir))
         return recovery
+
+    def _check_writable(self) -> None:
+        probe = self._dir / WRITE_PROBE
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            msg = f"spool directory {self._dir} is not writable: {exc}"
+            raise SpoolNotWritableError(msg) from exc
 
     def close(self) -> None:
         if self._fd is not None:
