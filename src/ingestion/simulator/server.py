@@ -270,7 +270,7 @@ class Simulator:
     def set_entitlement(self, value: str, symbol: str | None = None) -> dict[str, str]:
         """What the account (or only ``symbol``) may see from now on (``live``, ``delayed``, ``none``);
         streams that run keep what they got, as IB's do: only later requests are answered under the new
-        permission. The account's value applies to every symbol without a value of its own."""
+        permission. Setting the account's value drops every symbol's own."""
         entitlement = parse_entitlement(value)
         if symbol is None:
             self.entitlement = entitlement
