@@ -205,7 +205,9 @@ async def test_a_refused_subscription_that_comes_back_is_asked_again_and_its_gap
                 await wait_for(lambda: daemon.state.reconnects == 1, 20, "reconnected")
                 await wait_for(lambda: held_by_refusal(daemon), 30, "only the refused symbols' gaps open")
                 await asyncio.sleep(3)  # refused, retried every second, while the market trades on
-                assert held_by_refusal(daemon), daemon.history.status()["gaps_open"]
+                # (A loaded machine may add a stall to every symbol: only the refusal's hold is asserted.)
+                held = {g["symbol"]: g["causes"] for g in daemon.history.status()["gaps_open"]}
+                assert all("subscription" in held.get(symbol, ()) for symbol in REFUSED), held
                 refused = sorted(
                     f"{e.symbol} {e.data_type}"
                     for e in daemon.registry.entries()
