@@ -109,6 +109,9 @@ class IbkrConfig(_Section):
     """A probe unanswered this long declares the connection dead (silent stall) and reconnects."""
     market_data_type: Literal["live", "frozen", "delayed", "delayed_frozen"] = "live"
     """reqMarketDataType: live, or IB's frozen/delayed fallbacks."""
+    retry_not_entitled_seconds: PositiveSeconds = 60.0
+    """Streams IB refused for want of market data permission (354) are asked for again this often, so a
+    subscription bought meanwhile streams without waiting for a reconnect."""
 
 
 class SymbolConfig(_Section):

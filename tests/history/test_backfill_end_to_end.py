@@ -171,3 +171,65 @@ async def test_the_daemons_own_downtime_is_filled_back_from_the_newest_stored_tr
         found = [r["detail"] for r in qdb.rows("ingestion_events") if r["event"] == "gap_found"]
         # (A loaded machine may also see a stall; its gap is filled like any other, and counted above.)
         assert sum("(downtime)" in detail for detail in found) == len(SYMBOLS)
+
+
+REFUSED = ("SPY", "DIA")  # one tick-by-tick symbol, one whose trades come from RTVolume
+
+
+def held_by_refusal(daemon: Daemon) -> bool:
+    """The outage's gaps of the other symbols filled; the refused symbols' gaps open, held by that alone."""
+    assert daemon.history is not None
+    status = daemon.history.status()
+    held = {g["symbol"]: g["causes"] for g in status["gaps_open"]}
+    others = len(SYMBOLS) - len(REFUSED)
+    return held == {symbol: ["subscription"] for symbol in REFUSED} and status["gaps_filled"] >= others
+
+
+async def test_a_refused_subscription_that_comes_back_is_asked_again_and_its_gap_filled_once(
+    tmp_path: Path, valkey_url: str
+) -> None:
+    """After a gateway restart IB refuses time & sales of two symbols (354, no permission) for a while as
+    the market trades on; once the permission is there again the daemon's retry gets the streams back on
+    the same connection, and the whole time without them is filled back, one for one."""
+    with QuestDBDouble() as qdb:
+        async with market() as mkt:
+            settings = history_settings(mkt.sim, qdb, tmp_path, valkey_url)
+            ibkr = settings.ibkr.model_copy(update={"retry_not_entitled_seconds": 1})
+            settings = settings.model_copy(update={"ibkr": ibkr})
+            async with running(settings) as daemon:
+                await wait_for(lambda: connected(daemon), 20, "connected with data")
+                await asyncio.sleep(2)
+                for symbol in REFUSED:  # answered only to new requests: the restart's resubscription
+                    await mkt.post(f"/entitlement?value=none&symbol={symbol}")
+                await mkt.post("/restart?down=1")
+                await wait_for(lambda: daemon.state.reconnects == 1, 20, "reconnected")
+                await wait_for(lambda: held_by_refusal(daemon), 30, "only the refused symbols' gaps open")
+                await asyncio.sleep(3)  # refused, retried every second, while the market trades on
+                # (A loaded machine may add a stall to every symbol: only the refusal's hold is asserted.)
+                held = {g["symbol"]: g["causes"] for g in daemon.history.status()["gaps_open"]}
+                assert all("subscription" in held.get(symbol, ()) for symbol in REFUSED), held
+                refused = sorted(
+                    f"{e.symbol} {e.data_type}"
+                    for e in daemon.registry.entries()
+                    if e.state == "not_entitled"
+                )
+                for symbol in REFUSED:
+                    await mkt.post(f"/entitlement?value=live&symbol={symbol}")
+                await wait_for(lambda: all_filled(daemon, len(SYMBOLS)), 30, "the refused time filled")
+                states = {e.state for e in daemon.registry.entries() if e.state != "skipped_limit"}
+                await mkt.post("/pause")
+                await settled(qdb)
+                figures = await assert_one_for_one(mkt, qdb)
+                reconnects = daemon.state.reconnects
+        assert reconnects == 1, "the streams came back without a reconnect"
+        # SPY's depth book is one of IB's three (DIA's is skipped for the limit, as before the refusal).
+        assert refused == ["DIA l1", "DIA time_and_sales", "SPY l1", "SPY l2", "SPY time_and_sales"]
+        assert states == {"active"}, "every refused stream streams again"
+
+        assert all(recovered > 0 for _, recovered in figures.values()), figures
+        events = [(r["event"], r.get("detail", "")) for r in qdb.rows("ingestion_events")]
+        rejected = [detail for event, detail in events if event == "subscription_rejected"]
+        # Each refused stream is reported once: the retries' refusals are not news.
+        assert sorted(d.split(":")[0] for d in rejected) == refused
+        back = [detail for event, detail in events if event == "subscription_live"]
+        assert {d.split(" ")[0] for d in back} == set(REFUSED)

@@ -218,6 +218,36 @@ async def test_post_entitlement_changes_what_new_requests_get(sim: Simulator, co
         ib.disconnect()
 
 
+async def test_post_entitlement_for_one_symbol_refuses_only_its_new_requests(
+    sim: Simulator, control: httpx.AsyncClient
+):
+    """A symbol's own permission: its next requests are refused (354) while other symbols stream; live
+    again, its next request streams; the account's value replaces every symbol's own."""
+    ib, recorder, spy = await connected(sim)
+    try:
+        response = await control.post("/entitlement", params={"value": "none", "symbol": "SPY"})
+        assert response.json() == {"entitlement": "none", "symbol": "SPY"}
+        refused = ib.reqMktData(spy, "", False, False)
+        await wait_until(lambda: recorder.codes(req_id_of(ib, refused)) == [354])
+        qqq = Stock("QQQ", "SMART", "USD")
+        await ib.qualifyContractsAsync(qqq)
+        other = ib.reqMktData(qqq, "", False, False)
+        await wait_until(lambda: other.bid > 0)
+        ib.cancelMktData(spy)
+        await control.post("/entitlement", params={"value": "live", "symbol": "SPY"})
+        again = ib.reqMktData(spy, "", False, False)
+        await wait_until(lambda: again.bid > 0)
+        assert recorder.codes(req_id_of(ib, again)) == []
+        await control.post("/entitlement", params={"value": "none", "symbol": "SPY"})
+        await control.post("/entitlement", params={"value": "live"})
+        assert sim.entitlement_of("SPY") is Entitlement.LIVE
+        unknown = await control.post("/entitlement", params={"value": "none", "symbol": "NOPE"})
+        assert unknown.status_code == 400
+        assert "unknown symbol" in unknown.json()["error"]
+    finally:
+        ib.disconnect()
+
+
 def test_every_live_level1_tick_type_has_its_delayed_twin():
     """66-76 in IB's order: bid, ask, last, bid size, ask size, last size, high, low, volume, close, open."""
     assert [DELAYED_TICK_TYPES[t] for t in (1, 2, 4, 0, 3, 5, 6, 7, 8, 9, 14)] == list(range(66, 77))

@@ -5,8 +5,11 @@ registry plans IB's scarce lines (depth books, tick-by-tick streams) in universe
 requests everything after each (re)connect, routes IB's error replies by request id to the entry
 they concern, and is what ``/subscriptions`` and the ``subscriptions`` field of ``/health`` read.
 
-A rejected subscription is not retried on the same connection: only a reconnect (which replays
-the whole plan) or a restart with another configuration asks again, so IB never sees a loop.
+A stream refused for want of market data permission is asked for again every
+``ibkr.retry_not_entitled_seconds`` (:meth:`SubscriptionRegistry.retry_not_entitled`), so a permission
+bought meanwhile streams without waiting for a reconnect; a refusal again is not reported again. Other
+rejections (IB's line limits, unknown symbols) are asked again only after a reconnect, which replays the
+whole plan.
 """
 
 from __future__ import annotations
@@ -221,17 +224,23 @@ class SubscriptionRegistry:
         contract = streams.contract
         if contract is None:
             return
-        limits = self._settings.limits
         if streams.l1 is not None or streams.time_and_sales is not None:
+            self._send(ib, streams, contract, "l1")
+        if streams.wants_depth:
+            self._send(ib, streams, contract, "l2")
+        if streams.wants_tick_by_tick:
+            self._send(ib, streams, contract, "tick_by_tick")
+
+    def _send(self, ib: IB, streams: SymbolStreams, contract: Stock, kind: str) -> None:
+        limits = self._settings.limits
+        if kind == "l1":
             # Level 1 with RTVolume (233): quotes, plus the trades of every symbol without tick-by-tick.
             ticker = ib.reqMktData(contract, RTVOLUME_GENERIC_TICK, False, False)
-            self._remember(ib, ticker, "l1", streams)
-        if streams.wants_depth:
+        elif kind == "l2":
             ticker = ib.reqMktDepth(contract, limits.depth_rows, limits.smart_depth)
-            self._remember(ib, ticker, "l2", streams)
-        if streams.wants_tick_by_tick:
+        else:
             ticker = ib.reqTickByTickData(contract, TICK_BY_TICK_TYPE, 0, False)
-            self._remember(ib, ticker, "tick_by_tick", streams)
+        self._remember(ib, ticker, kind, streams)
 
     def _remember(self, ib: IB, ticker: Ticker, kind: str, streams: SymbolStreams) -> None:
         request_id = ib.wrapper.ticker2ReqId[_STREAM_KEY[kind]].get(ticker)
@@ -271,6 +280,47 @@ class SubscriptionRegistry:
             if entry.state == "pending":
                 entry.state = "active"
         self._export()
+
+    async def retry_not_entitled(self, ib: IB) -> None:
+        """Request again every stream IB refused for want of market data permission on this connection.
+
+        Its entries wait as ``pending`` (keeping IB's last answer) until data or a refusal comes, as after
+        a connect; a refusal with the same code again is not reported again, a stream that now delivers is.
+        """
+        if self._settling or self._cancelled:
+            return  # a (re)subscription is under way: it asks for everything itself
+        retried: list[Subscription] = []
+        for streams in self.streams.values():
+            contract = streams.contract
+            if contract is None:
+                continue
+            for kind in _refused_kinds(streams):
+                entries = [e for e in _carried_by(streams, kind) if e.state == "not_entitled"]
+                for entry in entries:
+                    entry.state = "pending"
+                self._forget_route(streams, kind)
+                self._send(ib, streams, contract, kind)
+                retried += entries
+        if not retried:
+            return
+        self._settling = True
+        try:
+            self._export()
+            await self._settle()
+        finally:
+            self._settling = False
+        for entry in retried:
+            if entry.state in LIVE_STATES:
+                log.info("subscription accepted now", symbol=entry.symbol, data_type=entry.data_type)
+                self._bus.publish("subscription_live", f"{entry.symbol} {entry.data_type}: IB accepts it now")
+                entry.error_code = entry.error_text = None
+        self.alert_entitlements()
+
+    def _forget_route(self, streams: SymbolStreams, kind: str) -> None:
+        """A refused request is over: only its successor is ours to cancel."""
+        for request_id in [r for r, route in self._routes.items() if route == (streams, kind)]:
+            del self._routes[request_id]
+        self._routes_version += 1
 
     def cancel_all(self, ib: IB) -> None:
         """Cancel every stream we requested on this connection (clean stop, or before 1101 replay)."""
@@ -441,7 +491,11 @@ class SubscriptionRegistry:
         )
 
     def _reject(self, entry: Subscription, state: State, code: int, text: str) -> None:
+        again = entry.state == "pending" and entry.error_code == code  # a retry refused as before
         entry.reject(state, code, text)
+        if again:
+            log.debug("subscription refused again", symbol=entry.symbol, data_type=entry.data_type, code=code)
+            return
         log.error(
             "subscription rejected", symbol=entry.symbol, data_type=entry.data_type, code=code, text=text
         )
@@ -519,6 +573,12 @@ _ENTITLEMENT_ALERTS = {
         "market data in IBKR Client Portal (GET /subscriptions shows IB's answer per stream)"
     ),
 }
+
+
+def _refused_kinds(streams: SymbolStreams) -> list[str]:
+    """The requests of ``streams`` that IB refused for want of permission: what a retry sends again."""
+    kinds = ["l1", "l2"] + (["tick_by_tick"] if streams.wants_tick_by_tick else [])
+    return [k for k in kinds if any(e.state == "not_entitled" for e in _carried_by(streams, k))]
 
 
 def _carried_by(streams: SymbolStreams, kind: str) -> list[Subscription]:

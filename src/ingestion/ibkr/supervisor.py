@@ -7,7 +7,8 @@ One loop, one attempt at a time::
         connect (TCP + API handshake + startup sync), bounded by connect_timeout
         on failure: explain the likely cause, wait backoff(attempt), try again
         on success: resubscribe everything, then run the session's tasks
-            (heartbeat, replay on 1101) until the socket closes or a heartbeat is missed
+            (heartbeat, replay on 1101, retry of streams refused for want of permission)
+            until the socket closes or a heartbeat is missed
         cancel and gather every task of the session; discard the IB object; loop
 
 Each attempt gets a fresh ``ib_async.IB``, so nothing of a dead connection (tickers, pending
@@ -268,6 +269,7 @@ class ConnectionSupervisor:
             asyncio.ensure_future(self._registry.subscribe_all(ib)),
             asyncio.ensure_future(self._heartbeat(ib)),
             asyncio.ensure_future(self._replay_on_request(ib)),
+            asyncio.ensure_future(self._retry_not_entitled(ib)),
         }
         try:
             while True:
@@ -323,6 +325,13 @@ class ConnectionSupervisor:
             log.warning("IB dropped market data subscriptions (1101): resubscribing everything")
             self._registry.cancel_all(ib)
             await self._registry.subscribe_all(ib)
+
+    async def _retry_not_entitled(self, ib: IB) -> None:
+        """Ask again for what IB refused for want of permission: a subscription bought in IBKR Client
+        Portal during the session then streams (and its gap is filled) without waiting for a reconnect."""
+        while True:
+            await self._sleep(self._config.retry_not_entitled_seconds)
+            await self._registry.retry_not_entitled(ib)
 
     # -- ib_async callbacks (run inline on the loop; must not block) ---------------------
 

@@ -20,6 +20,7 @@ Endpoints (query parameters, JSON answers, one request per connection):
     POST /pause, POST /resume         stop the market (no trades at all) / let it go on
     POST /depth-reset                 error 317 and a rebuilt book on every depth subscription
     POST /entitlement?value=<v>       the account's market data from now on: live, delayed or none
+    POST /entitlement?value=<v>&symbol=S  the same for one symbol only (its own permission)
     POST /hmds?state=down|up|inactive the historical data farm: 2105 / 2106 / 2107 to every client;
                                       while down, historical requests stay open until it is up
 """
@@ -58,7 +59,7 @@ class Controllable(Protocol):
     def resume(self) -> None: ...
     def reset_depth(self) -> None: ...
     def set_hmds(self, state: str) -> int: ...
-    def set_entitlement(self, value: str) -> dict[str, str]: ...
+    def set_entitlement(self, value: str, symbol: str | None = None) -> dict[str, str]: ...
     def tape(self, symbol: str, start_ms: int, end_ms: int) -> list[Trade]: ...
 
 
@@ -182,7 +183,9 @@ class ControlServer:
             "/pause": sim.pause,
             "/resume": sim.resume,
             "/depth-reset": sim.reset_depth,
-            "/entitlement": lambda: sim.set_entitlement(_text(query, "value")),
+            "/entitlement": lambda: sim.set_entitlement(
+                _text(query, "value"), query.get("symbol", [None])[0]
+            ),
             "/hmds": lambda: {"sent": sim.set_hmds(_text(query, "state"))},
         }
         if path == "/restart":

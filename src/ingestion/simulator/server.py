@@ -13,7 +13,7 @@ from ingestion.simulator import stats as stats_mod
 from ingestion.simulator.config import DEFAULT_RATE, SimulatorConfig
 from ingestion.simulator.contracts import Universe
 from ingestion.simulator.control import ControlServer
-from ingestion.simulator.entitlement import parse_entitlement
+from ingestion.simulator.entitlement import Entitlement, parse_entitlement
 from ingestion.simulator.history import FARM_STATES_ALL, HistoricalFarm
 from ingestion.simulator.hours import trading_hours
 from ingestion.simulator.market import DepthSnapshot, SymbolMarket
@@ -52,6 +52,7 @@ class Simulator:
         self.stats = stats_mod.Stats()
         self.rate = config.rate
         self.entitlement = config.entitlement
+        self.symbol_entitlements: dict[str, Entitlement] = {}  # POST /entitlement?symbol=: overrides
         self.started_ms = self.now_ms()
         self.hours = trading_hours(config.session, self.started_ms)
         self.markets: dict[str, SymbolMarket] = {
@@ -266,12 +267,26 @@ class Simulator:
         self.rate = rate
         self._wake.set()
 
-    def set_entitlement(self, value: str) -> dict[str, str]:
-        """What the account may see from now on (``live``, ``delayed``, ``none``); streams that run
-        keep what they got, as IB's do: only later requests are answered under the new permission."""
-        self.entitlement = parse_entitlement(value)
-        log.info("simulated account entitlement: %s", self.entitlement)
-        return {"entitlement": str(self.entitlement)}
+    def set_entitlement(self, value: str, symbol: str | None = None) -> dict[str, str]:
+        """What the account (or only ``symbol``) may see from now on (``live``, ``delayed``, ``none``);
+        streams that run keep what they got, as IB's do: only later requests are answered under the new
+        permission. Setting the account's value drops every symbol's own."""
+        entitlement = parse_entitlement(value)
+        if symbol is None:
+            self.entitlement = entitlement
+            self.symbol_entitlements.clear()
+            log.info("simulated account entitlement: %s", entitlement)
+            return {"entitlement": str(entitlement)}
+        if symbol not in self.markets:
+            msg = f"unknown symbol {symbol[:20]!r}"
+            raise ValueError(msg)
+        self.symbol_entitlements[symbol] = entitlement
+        log.info("simulated entitlement of %s: %s", symbol, entitlement)
+        return {"entitlement": str(entitlement), "symbol": symbol}
+
+    def entitlement_of(self, symbol: str) -> Entitlement:
+        """The permission requests for ``symbol`` are answered under now."""
+        return self.symbol_entitlements.get(symbol, self.entitlement)
 
     def burst(self, messages: int) -> None:
         """Advance the observed symbols until ``messages`` extra messages went out, as fast as

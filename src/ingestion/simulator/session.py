@@ -58,12 +58,12 @@ class Gateway(Protocol):
     universe: Universe
     markets: dict[str, SymbolMarket]
     history: HistoricalFarm
-    entitlement: Entitlement
     silenced: bool
 
     @property
     def hmds_notice(self) -> int: ...
     def now_ms(self) -> int: ...
+    def entitlement_of(self, symbol: str) -> Entitlement: ...
     def session_opened(self, session: Session) -> None: ...
     def session_closed(self, session: Session) -> None: ...
     def claim_client_id(self, client_id: int, session: Session) -> bool: ...
@@ -442,7 +442,11 @@ class Session(asyncio.Protocol):
 
     def _entitlement(self, spec: ContractSpec) -> Entitlement:
         """The account's permission for ``spec`` now; ``not_entitled`` symbols have none."""
-        return Entitlement.NONE if spec.symbol in self.config.not_entitled else self.sim.entitlement
+        return (
+            Entitlement.NONE
+            if spec.symbol in self.config.not_entitled
+            else self.sim.entitlement_of(spec.symbol)
+        )
 
     def _refuse_not_entitled(self, req_id: int, spec: ContractSpec) -> bool:
         """Depth and tick-by-tick need live data: refuse them as IB does without it."""
