@@ -103,7 +103,15 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
     gaps = GapTracker(backfill, tracked, state, registry, history_calendar)
     # The gap tracker sees live trades as a sink, in the order the QuestDB writer gets them.
     sinks = [questdb, valkey, gaps] if settings.history.enabled else [questdb, valkey]
-    pipeline = Pipeline(sinks, metrics, bus, settings.pipeline.queue_size, backpressure=questdb)
+    # Trades shed under overload are a gap in the record too: the tracker opens it and the backfill fills it.
+    pipeline = Pipeline(
+        sinks,
+        metrics,
+        bus,
+        settings.pipeline.queue_size,
+        backpressure=questdb,
+        shed_trades=gaps if settings.history.enabled else None,
+    )
     normaliser = Normaliser(registry, pipeline.put, clock, metrics)
     supervisor = ConnectionSupervisor(settings.ibkr, state, registry, normaliser)
     history = HistoryService(

@@ -21,6 +21,10 @@ capacity (the rows it holds in memory before it spills):
 - back to ``normal`` once the backlog is down to :data:`RECOVER_AT` of the capacity (hysteresis, so the
   state does not flap with every read).
 
+Trade shedding (``shedding_all``, until the level is ``normal`` again) leaves a hole in
+``time_and_sales``: the pipeline tells a :class:`ShedTrades` listener (the gap tracker) which trades it
+shed and when it stops, so the hole is filled back from IB's history like any other gap.
+
 An *episode* (one alert when it starts, one when it ends, with what was shed) lasts from the first shed
 event until the level has stayed ``normal`` for :data:`CALM_SECONDS`: at twice the sustainable rate the
 level goes back and forth every few seconds, and an alert pair each time would bury the operator.
@@ -29,9 +33,11 @@ level goes back and forth every few seconds, and an alert pair each time would b
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+from ingestion.events import Trade
 
 Level = Literal["normal", "shedding_quotes", "shedding_all"]
 
@@ -52,6 +58,16 @@ class Backpressure(Protocol):
 
     @property
     def stalled(self) -> bool: ...
+
+
+class ShedTrades(Protocol):
+    """Who must know which trades the pipeline shed: the record has a hole there until it is filled back."""
+
+    def trades_shed(self, trades: Sequence[Trade]) -> None:
+        """``trades``, in arrival order, were shed; called inline from the pipeline's intake."""
+
+    def trade_shedding_over(self) -> None:
+        """Trades go through again (the level left ``shedding_all``)."""
 
 
 @dataclass

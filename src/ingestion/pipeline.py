@@ -11,7 +11,9 @@ sink and event (together about a tenth of the event loop, py-spy) is paid per re
 
 Past what QuestDB and the machine carry, the pipeline sheds at its intake (see overload.py): an explicit
 state, counted per kind (``ingestion_events_dropped_by_type``), alerted when it starts and when it ends.
-Every event the normaliser received is then either handed to the sinks or counted as dropped.
+Every event the normaliser received is then either handed to the sinks or counted as dropped; the trades
+shed are also told to a :class:`~ingestion.overload.ShedTrades` listener (the gap tracker), so that they
+are filled back from IB's history once the overload is over.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ingestion.bus import EventBus
 from ingestion.events import DepthUpdate, Event, Quote, Trade
 from ingestion.logging import alert, get_logger
 from ingestion.metrics import Metrics
-from ingestion.overload import Backpressure, Episode, Level, OverloadState
+from ingestion.overload import Backpressure, Episode, Level, OverloadState, ShedTrades
 from ingestion.sinks.base import Sink
 
 log = get_logger("pipeline")
@@ -49,6 +51,7 @@ class Pipeline:
         queue_size: int,
         *,
         backpressure: Backpressure | None = None,
+        shed_trades: ShedTrades | None = None,
     ) -> None:
         self._sinks = tuple(sinks)
         self._metrics = metrics
@@ -63,6 +66,7 @@ class Pipeline:
         self._dropped_reported = 0
         self._last_drop_report = 0.0
         self.overload = OverloadState(backpressure) if backpressure is not None else None
+        self._shed_trades = shed_trades
         self._count_drops = {
             (kind, reason): metrics.events_dropped_by_type.labels(type=kind, reason=reason).inc
             for kind in (*KINDS.values(), "other")
@@ -113,6 +117,8 @@ class Pipeline:
         self.dropped += len(shed)
         self._metrics.events_dropped.inc(len(shed))
         by_kind = self._count_by_kind(shed, "overload")
+        if "trade" in by_kind and self._shed_trades is not None:
+            self._shed_trades.trades_shed([event for event in shed if type(event) is Trade])
         episode = self.overload.episode if self.overload is not None else None
         assert episode is not None  # put() started it before shedding
         for kind, count in by_kind.items():
@@ -130,6 +136,8 @@ class Pipeline:
 
     def _level_changed(self, before: Level, level: Level, *, began: bool) -> None:
         self._metrics.overload_state.set({"normal": 0, "shedding_quotes": 1, "shedding_all": 2}[level])
+        if before == "shedding_all" and self._shed_trades is not None:
+            self._shed_trades.trade_shedding_over()
         if began:
             what = "Level 1 quotes" if level == "shedding_quotes" else "every event"
             detail = f"overloaded: QuestDB and this machine take fewer rows than arrive; shedding {what}"

@@ -8,6 +8,8 @@ connection      the IBKR connection is not up (a disconnect, a gateway restart; 
 ib_connectivity IB's 1100 is outstanding (until 1101/1102)
 stall           connected in the regular session, yet no market data at all for ``stall_seconds``
 subscription    the symbol's trade stream is rejected (until it is active again)
+overload        the pipeline shed trades of the symbol (until it lets trades through again); the gap
+                opens the moment the first one is shed and starts no later than that trade's second
 ==============  =================================================================================
 
 While a gap is open every live trade of its symbol is recorded (as the multiset the edge rule in
@@ -120,6 +122,7 @@ class GapTracker:
     ) -> None:
         self._config = config
         self._symbols = tuple(symbols)
+        self._tracked = frozenset(symbols)
         self._state = state
         self._registry = registry
         self._last_event_ns: int | None = None
@@ -129,6 +132,8 @@ class GapTracker:
         self._covered: dict[str, int] = {}  # last second of the last window handed to the backfill
         self.open: dict[str, Gap] = {}
         self._stalled_since: float | None = None
+        self._shed_from: dict[str, int] = {}  # symbol -> second of its first trade shed, while shedding
+        self._opened: list[Gap] = []  # opened between two checks (by shed trades): reported by the next
         self._connected_since: float | None = None
         # The daemon's own downtime: every symbol is in a gap from start-up until the first connection,
         # with its start read from QuestDB (resolve_start) and its live trades recorded meanwhile.
@@ -159,6 +164,27 @@ class GapTracker:
             if gap is not None:
                 gap.live.append(trade)
 
+    # -- the pipeline's side: trades shed under overload (overload.ShedTrades) ---------------------
+
+    def trades_shed(self, trades: Sequence[Trade]) -> None:
+        """The pipeline shed ``trades``: their symbols' gaps open now, before the tracker sees any later
+        live trade, so the window starts at the last live second and every live trade in it is recorded."""
+        for trade in trades:
+            symbol = trade.symbol
+            if symbol in self._shed_from or symbol not in self._tracked:
+                continue
+            self._shed_from[symbol] = trade_second(trade)
+            gap = self.open.get(symbol)
+            if gap is None:
+                self._opened.append(self._open(symbol, {"overload"}, self._now()))
+            else:
+                gap.causes.add("overload")
+                gap.cleared_at = None
+
+    def trade_shedding_over(self) -> None:
+        """Trades go through again: the next check clears the cause, and the window ends as for any other."""
+        self._shed_from.clear()
+
     # -- causes ------------------------------------------------------------------------------------
 
     def resolve_start(self, symbol: str, newest: int | None, stored: list[StoredTrade]) -> None:
@@ -188,7 +214,7 @@ class GapTracker:
         broker = self._state.broker_connectivity == "lost"
         stall = self._stalled(now) if not connection else False
         for symbol in self._symbols:
-            causes = set()
+            causes = {"overload"} if symbol in self._shed_from else set()
             if connection:
                 causes.add("connection")
             if broker:
@@ -200,33 +226,13 @@ class GapTracker:
             gap = self._apply(symbol, causes, now)
             if gap is not None:
                 opened.append(gap)
+        opened[:0], self._opened = self._opened, []
         return opened
 
     def _apply(self, symbol: str, causes: set[str], now: float) -> Gap | None:
         gap = self.open.get(symbol)
         if gap is None:
-            if not causes:
-                return None
-            last = self._last.get(symbol)
-            covered = self._covered.get(symbol)
-            if last is not None and (covered is None or last.second > covered):
-                start, trades = last.second, list(last.trades)
-            elif covered is not None:
-                # No live trade since the last window filled back: start right after it, not before it.
-                start, trades = covered + 1, []
-            else:
-                start, trades = int(now), []
-            gap = Gap(
-                symbol,
-                start,
-                now,
-                set(causes),
-                sorted(causes)[0],
-                trades,
-                settle_seconds=self._config.settle_seconds,
-            )
-            self.open[symbol] = gap
-            return gap
+            return self._open(symbol, causes, now) if causes else None
         if causes:
             gap.causes = set(causes)
             gap.cleared_at = None
@@ -234,6 +240,25 @@ class GapTracker:
             gap.causes.clear()
             gap.cleared_at = now
         return None
+
+    def _open(self, symbol: str, causes: set[str], now: float) -> Gap:
+        last = self._last.get(symbol)
+        covered = self._covered.get(symbol)
+        if last is not None and (covered is None or last.second > covered):
+            start, trades = last.second, list(last.trades)
+        elif covered is not None:
+            # No live trade since the last window filled back: start right after it, not before it.
+            start, trades = covered + 1, []
+        else:
+            start, trades = int(now), []
+        shed = self._shed_from.get(symbol)
+        if shed is not None and shed < start and (covered is None or shed > covered):
+            # A shed trade stamped before the last live second (or before now): the window covers it.
+            start = shed
+        settle = self._config.settle_seconds
+        gap = Gap(symbol, start, now, set(causes), sorted(causes)[0], trades, settle_seconds=settle)
+        self.open[symbol] = gap
+        return gap
 
     def _rejected(self, symbol: str) -> bool:
         streams = self._registry.streams.get(symbol)
