@@ -163,9 +163,8 @@ def build(settings: Settings, *, calendar: MarketCalendar | None = None) -> Daem
     daemon = Daemon(
         settings, bus, metrics, clock, calendar, state, registry, questdb, valkey, pipeline,
         normaliser, supervisor, fred, stale, health, alert_log, webhooks,
-        feed=feed, timeline=timeline, summary=summary,
+        feed=feed, timeline=timeline, summary=summary, history=history,
     )  # fmt: skip
-    daemon.history = history
     daemon.api = ApiServer(settings.api, create_app(daemon))
     return daemon
 
